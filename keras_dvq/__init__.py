@@ -1,0 +1,5 @@
+"""keras-dvq: deep vector quantization (VQ-VAE, Gumbel, DALL-E dVAE) for Keras 3."""
+
+from keras_dvq import layers, losses, metrics, models
+
+__version__ = "0.1.0"

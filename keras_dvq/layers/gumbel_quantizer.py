@@ -1,0 +1,169 @@
+import math
+
+import keras
+from keras import ops
+
+from keras_dvq.validation import check_non_negative, check_positive, check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class GumbelQuantizer(keras.layers.Layer):
+    """Gumbel-softmax quantizer: a relaxed categorical choice of a code.
+
+    A 1x1 (dense) layer maps encoder features to `num_embeddings` logits.
+    During training, `y = softmax((logits + g) / temperature)` with Gumbel
+    noise `g` mixes the codebook, `z_q = y @ codebook`; with
+    `straight_through=True` the forward pass uses the one-hot of `argmax(y)`
+    while gradients flow through `y`. At inference the token is the argmax of
+    the logits (no noise) and `z_q` its code. The latent loss, added with
+    `add_loss`, is `kl_weight * KL(softmax(logits) || uniform)`, averaged over
+    positions.
+
+    `temperature` and `kl_weight` live in non-trainable variables so that the
+    callbacks `TemperatureAnnealing` and `KLWeightRamp` can change them
+    between steps of a compiled training loop. Logits, the softmax and the KL
+    run in float32 under any dtype policy.
+
+    Args:
+        num_embeddings: int. Number of codes `K`. Defaults to `512`.
+        embedding_dim: int. Size `D` of each code. Defaults to `64`.
+        temperature: float. Initial Gumbel-softmax temperature.
+            Defaults to `1.0`.
+        kl_weight: float. Initial weight of the KL to the uniform prior; the
+            original repo uses `5e-4`. Defaults to `5e-4`.
+        straight_through: bool. Hard one-hot forward pass with the soft
+            gradient. Defaults to `False` (soft relaxation, as the original).
+        codebook_initializer: initializer of the codebook. Defaults to a unit
+            normal, as PyTorch's `nn.Embedding`.
+        seed: int or `None`. Seed of the Gumbel noise.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: float tensor `(..., features)`, typically `(N, h, w, F)`.
+        training: bool. Sample with Gumbel noise if `True`.
+
+    Returns:
+        A tuple `(quantized, tokens)`: `quantized` of shape
+        `(..., embedding_dim)` in the layer's compute dtype and int32 token
+        ids of shape `(...)`.
+
+    Example:
+
+    ```python
+    quantizer = GumbelQuantizer(num_embeddings=16, embedding_dim=4, seed=0)
+    features = keras.random.normal((2, 8, 8, 32))
+    quantized, tokens = quantizer(features, training=True)  # (2, 8, 8, 4), (2, 8, 8)
+    quantizer.temperature.assign(0.5)  # what TemperatureAnnealing does
+    ```
+
+    Reference:
+        - [Jang et al., 2016](https://arxiv.org/abs/1611.01144)
+        - [Ramesh et al., 2021](https://arxiv.org/abs/2102.12092), sec. 2.1.
+    """
+
+    def __init__(
+        self,
+        num_embeddings=512,
+        embedding_dim=64,
+        temperature=1.0,
+        kl_weight=5e-4,
+        straight_through=False,
+        codebook_initializer=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.initial_temperature = check_positive("temperature", temperature)
+        self.initial_kl_weight = check_non_negative("kl_weight", kl_weight)
+        self.straight_through = bool(straight_through)
+        self.codebook_initializer = keras.initializers.get(
+            codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
+        )
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
+        self.projection = keras.layers.Dense(
+            num_embeddings, dtype="float32", name="projection"
+        )
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+        self.codebook = self.add_weight(
+            name="codebook",
+            shape=(self.num_embeddings, self.embedding_dim),
+            initializer=self.codebook_initializer,
+            autocast=False,
+            aggregation="mean",
+        )
+        self.temperature = self._scalar("temperature", self.initial_temperature)
+        self.kl_weight = self._scalar("kl_weight", self.initial_kl_weight)
+
+    def _scalar(self, name, value):
+        return self.add_weight(
+            name=name,
+            shape=(),
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
+
+    def call(self, inputs, training=False):
+        logits = self.projection(ops.cast(inputs, "float32"))
+        log_q = ops.log_softmax(logits, axis=-1)
+        kl = ops.sum(ops.exp(log_q) * (log_q + math.log(self.num_embeddings)), -1)
+        self.add_loss(self.kl_weight * ops.mean(kl))
+
+        if not training:
+            tokens = ops.cast(ops.argmax(logits, axis=-1), "int32")
+            return self.lookup(tokens), tokens
+
+        uniform = keras.random.uniform(
+            ops.shape(logits), minval=1e-9, maxval=1.0, seed=self.seed_generator
+        )
+        gumbel = -ops.log(-ops.log(uniform))
+        weights = ops.softmax((logits + gumbel) / self.temperature, axis=-1)
+        tokens = ops.cast(ops.argmax(weights, axis=-1), "int32")
+        if self.straight_through:
+            hard = ops.one_hot(tokens, self.num_embeddings, dtype="float32")
+            weights = weights + ops.stop_gradient(hard - weights)
+        quantized = ops.matmul(weights, self.codebook)
+        return ops.cast(quantized, self.compute_dtype), tokens
+
+    def tokenize(self, inputs):
+        """Returns only the int32 token ids (argmax of the logits); no loss."""
+        logits = self.projection(ops.cast(inputs, "float32"))
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+
+    def lookup(self, tokens):
+        """Returns the code vectors of int token ids, shape `tokens.shape + (D,)`."""
+        return ops.cast(ops.take(self.codebook, tokens, axis=0), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.embedding_dim,), tuple(input_shape[:-1])
+
+    def compute_output_spec(self, inputs, training=False):
+        shape = tuple(inputs.shape[:-1])
+        return (
+            keras.KerasTensor(shape + (self.embedding_dim,), dtype=self.compute_dtype),
+            keras.KerasTensor(shape, dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_embeddings": self.num_embeddings,
+                "embedding_dim": self.embedding_dim,
+                "temperature": self.initial_temperature,
+                "kl_weight": self.initial_kl_weight,
+                "straight_through": self.straight_through,
+                "codebook_initializer": keras.initializers.serialize(
+                    self.codebook_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,196 @@
+"""The DALL-E dVAE encoder and decoder (stride 8), as in OpenAI's released
+`dall_e` package and the original repo's `openai_dalle.py`."""
+
+import keras
+from keras import layers, ops
+
+from keras_dvq.models.layer_chain import LayerChain
+from keras_dvq.validation import check_positive_int
+
+GROUP_COUNT = 4
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class DalleResidualBlock(keras.layers.Layer):
+    """`id_path(x) + post_gain * res_path(x)` with `post_gain = 1 / num_layers^2`.
+
+    The identity path is a 1x1 conv when the channel count changes. The
+    residual path is four pre-activated convs of `filters // 4` hidden channels
+    whose kernel sizes tell encoder blocks `(3, 3, 3, 1)` from decoder blocks
+    `(1, 3, 3, 3)`.
+
+    Args:
+        filters: int. Output channels.
+        num_layers: int. Total number of residual blocks of the network, for
+            the post-gain. Defaults to `8`.
+        kernel_sizes: four ints. Defaults to the encoder's `(3, 3, 3, 1)`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    block = DalleResidualBlock(filters=128, num_layers=8)
+    block(np.zeros((1, 8, 8, 64))).shape  # (1, 8, 8, 128)
+    ```
+
+    Reference:
+        - [Ramesh et al., 2021](https://arxiv.org/abs/2102.12092), App. A.2.
+    """
+
+    def __init__(self, filters=64, num_layers=8, kernel_sizes=(3, 3, 3, 1), **kwargs):
+        super().__init__(**kwargs)
+        self.filters = check_positive_int("filters", filters)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        if len(kernel_sizes) != 4:
+            raise ValueError(
+                "Argument `kernel_sizes` must hold four kernel sizes. "
+                f"Received: kernel_sizes={kernel_sizes}"
+            )
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.post_gain = 1.0 / num_layers**2
+
+    def build(self, input_shape):
+        hidden = self.filters // 4
+        widths = (hidden, hidden, hidden, self.filters)
+        self.res_path = [
+            layers.Conv2D(width, size, padding="same", dtype=self.dtype_policy)
+            for width, size in zip(widths, self.kernel_sizes)
+        ]
+        shape = input_shape
+        for conv in self.res_path:
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+        self.id_path = None
+        if input_shape[-1] != self.filters:
+            self.id_path = layers.Conv2D(self.filters, 1, dtype=self.dtype_policy)
+            self.id_path.build(input_shape)
+
+    def call(self, inputs):
+        residual = inputs
+        for conv in self.res_path:
+            residual = conv(ops.relu(residual))
+        identity = inputs if self.id_path is None else self.id_path(inputs)
+        return identity + self.post_gain * residual
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "num_layers": self.num_layers,
+            "kernel_sizes": self.kernel_sizes,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class DalleEncoder(LayerChain):
+    """The DALL-E dVAE encoder: a 7x7 conv, four groups of residual blocks of
+    widths `(1, 2, 4, 8) x n_hid` with 2x2 max-pooling after the first three,
+    and a ReLU + 1x1 conv to `output_channels`; stride 8.
+
+    Args:
+        n_hid: int. Base width. Defaults to `64`.
+        n_blk_per_group: int. Residual blocks per group. Defaults to `2`.
+        output_channels: int. Channels handed to the quantizer. Defaults to
+            `256`, as the original repo.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    encoder = DalleEncoder(n_hid=64)
+    encoder(np.zeros((2, 32, 32, 3))).shape  # (2, 4, 4, 256)
+    ```
+
+    Reference:
+        - [Ramesh et al., 2021](https://arxiv.org/abs/2102.12092), App. A.2.
+    """
+
+    stride = 8
+
+    def __init__(self, n_hid=64, n_blk_per_group=2, output_channels=256, **kwargs):
+        super().__init__(**kwargs)
+        self.n_hid = check_positive_int("n_hid", n_hid)
+        self.n_blk_per_group = check_positive_int("n_blk_per_group", n_blk_per_group)
+        self.output_channels = check_positive_int("output_channels", output_channels)
+        num_layers = GROUP_COUNT * n_blk_per_group
+        self.chain = [layers.Conv2D(n_hid, 7, padding="same", dtype=self.dtype_policy)]
+        for group, width in enumerate((1, 2, 4, 8)):
+            self.chain += [
+                DalleResidualBlock(
+                    width * n_hid, num_layers, (3, 3, 3, 1), dtype=self.dtype_policy
+                )
+                for _ in range(n_blk_per_group)
+            ]
+            if group < GROUP_COUNT - 1:
+                self.chain.append(layers.MaxPooling2D(2, dtype=self.dtype_policy))
+        self.chain += [
+            layers.ReLU(dtype=self.dtype_policy),
+            layers.Conv2D(output_channels, 1, dtype=self.dtype_policy),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "n_hid": self.n_hid,
+            "n_blk_per_group": self.n_blk_per_group,
+            "output_channels": self.output_channels,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class DalleDecoder(LayerChain):
+    """The DALL-E dVAE decoder: a 1x1 conv, four groups of residual blocks of
+    widths `(8, 4, 2, 1) x n_hid` with 2x nearest upsampling after the first
+    three, and a ReLU + 1x1 conv to `output_channels`; stride 8.
+
+    Args:
+        n_hid: int. Base width. Defaults to `64`.
+        n_blk_per_group: int. Residual blocks per group. Defaults to `2`.
+        output_channels: int. Channels of the output, e.g. 3 for the Gaussian
+            loss and 6 for the logit-Laplace loss. Defaults to `3`.
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+    ```python
+    decoder = DalleDecoder(n_hid=64, output_channels=6)
+    decoder(np.zeros((2, 4, 4, 64))).shape  # (2, 32, 32, 6)
+    ```
+
+    Reference:
+        - [Ramesh et al., 2021](https://arxiv.org/abs/2102.12092), App. A.2.
+    """
+
+    stride = 8
+
+    def __init__(self, n_hid=64, n_blk_per_group=2, output_channels=3, **kwargs):
+        super().__init__(**kwargs)
+        self.n_hid = check_positive_int("n_hid", n_hid)
+        self.n_blk_per_group = check_positive_int("n_blk_per_group", n_blk_per_group)
+        self.output_channels = check_positive_int("output_channels", output_channels)
+        num_layers = GROUP_COUNT * n_blk_per_group
+        self.chain = [layers.Conv2D(n_hid, 1, dtype=self.dtype_policy)]
+        for group, width in enumerate((8, 4, 2, 1)):
+            self.chain += [
+                DalleResidualBlock(
+                    width * n_hid, num_layers, (1, 3, 3, 3), dtype=self.dtype_policy
+                )
+                for _ in range(n_blk_per_group)
+            ]
+            if group < GROUP_COUNT - 1:
+                self.chain.append(layers.UpSampling2D(2, dtype=self.dtype_policy))
+        self.chain += [
+            layers.ReLU(dtype=self.dtype_policy),
+            layers.Conv2D(output_channels, 1, dtype=self.dtype_policy),
+        ]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "n_hid": self.n_hid,
+            "n_blk_per_group": self.n_blk_per_group,
+            "output_channels": self.output_channels,
+        }

@@ -1,0 +1,29 @@
+import keras
+
+
+class LayerChain(keras.layers.Layer):
+    """Base of the encoders and decoders: a fixed chain of layers.
+
+    Subclasses fill `self.chain` in `__init__`; building, calling and shape
+    inference walk the chain in order, so each architecture file only says
+    which layers it is made of.
+    """
+
+    def build(self, input_shape):
+        shape = input_shape
+        for layer in self.chain:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self.chain:
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self.chain:
+            shape = layer.compute_output_shape(shape)
+        return shape

@@ -1,0 +1,378 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dvq import losses
+from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
+from keras_dvq.layers.vector_quantizer import VectorQuantizer
+from keras_dvq.metrics import CodebookUsage
+from keras_dvq.models.dalle import DalleDecoder, DalleEncoder
+from keras_dvq.models.deepmind import DeepMindDecoder, DeepMindEncoder
+from keras_dvq.validation import check_choice, check_positive_int
+
+ENCODER_DECODERS = {
+    "deepmind": (DeepMindEncoder, DeepMindDecoder),
+    "openai": (DalleEncoder, DalleDecoder),
+}
+QUANTIZERS = {"vqvae": VectorQuantizer, "gumbel": GumbelQuantizer}
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class VQVAE(keras.Model):
+    """An autoencoder with a discrete bottleneck: encoder, quantizer, decoder.
+
+    Images go through the reconstruction loss's in-map, the encoder, the
+    quantizer (which adds its latent loss) and the decoder, whose output
+    parametrizes the reconstruction likelihood. Training minimizes
+    `recon_loss + latent_loss` with plain `fit()` on every backend; the logs
+    also hold `perplexity` and `cluster_use`, computed from the code
+    histogram of the whole epoch (or evaluation).
+
+    Inputs may be float images in [0, 1] or integer (uint8) images in
+    [0, 255], as arrays or `tf.data` datasets of images, `(images, labels)`
+    pairs or tfds dicts `{"image": ...}`; labels are ignored.
+
+    Calling the model returns a dict: `"reconstruction"` (float32 images in
+    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`) and
+    `"decoder_output"` (the likelihood parameters). `predict()` returns the
+    reconstructions only; `encode()` and `decode()` map images to token grids
+    and back.
+
+    Args:
+        encoder: layer mapping `(N, H, W, C)` images to features; its `stride`
+            attribute is the downsampling factor.
+        quantizer: a `VectorQuantizer` or `GumbelQuantizer`.
+        decoder: layer mapping quantized features back to
+            `image_channels * params_per_channel` channels.
+        reconstruction_loss: `"l2"`, `"logit_laplace"` or a loss instance from
+            `keras_dvq.losses`. Defaults to `"l2"`.
+        image_channels: int. Channels of the images. Defaults to `3`.
+        **kwargs: base model keyword arguments, such as `name`.
+
+    Example:
+
+    ```python
+    model = VQVAE.from_flavors(vq_flavor="vqvae", enc_dec_flavor="deepmind")
+    model.compile()  # AdamW(3e-4, weight decay 1e-4)
+    model.fit(images, batch_size=128, epochs=1)  # images: (N, 32, 32, 3)
+    tokens = model.encode(images)  # int32 (N, 8, 8)
+    reconstructions = model.decode(tokens)  # float32 (N, 32, 32, 3) in [0, 1]
+    ```
+    """
+
+    def __init__(
+        self,
+        encoder,
+        quantizer,
+        decoder,
+        reconstruction_loss="l2",
+        image_channels=3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+        self.reconstruction_loss = losses.get(reconstruction_loss)
+        self.image_channels = check_positive_int("image_channels", image_channels)
+        self.stride = getattr(encoder, "stride", None)
+        expected = image_channels * self.reconstruction_loss.params_per_channel
+        received = getattr(decoder, "output_channels", expected)
+        if received != expected:
+            raise ValueError(
+                f"Argument `decoder` must emit {expected} channels for "
+                f"{image_channels} image channels under "
+                f"{type(self.reconstruction_loss).__name__}. "
+                f"Received: decoder.output_channels={received}"
+            )
+        self.recon_tracker = keras.metrics.Mean(name="recon_loss")
+        self.latent_tracker = keras.metrics.Mean(name="latent_loss")
+        self.codebook_usage = CodebookUsage(quantizer.num_embeddings)
+        self._inference = _InferenceModels(self)
+
+    @classmethod
+    def from_flavors(
+        cls,
+        vq_flavor="vqvae",
+        enc_dec_flavor="deepmind",
+        loss_flavor="l2",
+        num_embeddings=512,
+        embedding_dim=64,
+        n_hid=64,
+        image_channels=3,
+        **quantizer_kwargs,
+    ):
+        """Builds a model from the original repo's flags and defaults.
+
+        Args:
+            vq_flavor: `"vqvae"` (nearest code) or `"gumbel"`.
+            enc_dec_flavor: `"deepmind"` (stride 4) or `"openai"` (DALL-E
+                dVAE, stride 8).
+            loss_flavor: `"l2"` (Gaussian) or `"logit_laplace"`.
+            num_embeddings: int. Codebook size.
+            embedding_dim: int. Code size.
+            n_hid: int. Base width of encoder and decoder.
+            image_channels: int. Channels of the images.
+            **quantizer_kwargs: further arguments of the quantizer class, e.g.
+                `use_ema=True` or `straight_through=True`.
+        """
+        check_choice("vq_flavor", vq_flavor, tuple(QUANTIZERS))
+        check_choice("enc_dec_flavor", enc_dec_flavor, tuple(ENCODER_DECODERS))
+        reconstruction_loss = losses.get(loss_flavor)
+        encoder_class, decoder_class = ENCODER_DECODERS[enc_dec_flavor]
+        output_channels = image_channels * reconstruction_loss.params_per_channel
+        return cls(
+            encoder=encoder_class(n_hid=n_hid, name="encoder"),
+            quantizer=QUANTIZERS[vq_flavor](
+                num_embeddings=num_embeddings,
+                embedding_dim=embedding_dim,
+                name="quantizer",
+                **quantizer_kwargs,
+            ),
+            decoder=decoder_class(
+                n_hid=n_hid, output_channels=output_channels, name="decoder"
+            ),
+            reconstruction_loss=reconstruction_loss,
+            image_channels=image_channels,
+        )
+
+    def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["image"]
+        self._check_image_shape(input_shape)
+        # Parts may come built (shared with another model, or built twice).
+        features_shape = self.encoder.compute_output_shape(input_shape)
+        quantized_shape, _ = self.quantizer.compute_output_shape(features_shape)
+        for part, shape in (
+            (self.encoder, input_shape),
+            (self.quantizer, features_shape),
+            (self.decoder, quantized_shape),
+        ):
+            if not part.built:
+                part.build(shape)
+
+    def call(self, inputs, training=False):
+        features = self._features(inputs, training=training)
+        quantized, tokens = self.quantizer(features, training=training)
+        decoder_output = self.decoder(quantized, training=training)
+        reconstruction = self.reconstruction_loss.out_map(decoder_output)
+        return {
+            "reconstruction": ops.cast(reconstruction, "float32"),
+            "tokens": tokens,
+            "decoder_output": decoder_output,
+        }
+
+    def compile(self, optimizer=None, loss=None, **kwargs):
+        """Configures training; without arguments, AdamW(3e-4, decay 1e-4).
+
+        Biases and codebooks are never weight-decayed, whatever the
+        optimizer (as the original repo). The reconstruction loss is part of
+        the model, so `loss` must stay `None`.
+        """
+        if loss is not None:
+            raise ValueError(
+                "VQVAE computes its own reconstruction and latent losses; pass "
+                "`reconstruction_loss` to the constructor instead. "
+                f"Received: loss={loss!r}"
+            )
+        if optimizer is None:
+            optimizer = keras.optimizers.AdamW(learning_rate=3e-4, weight_decay=1e-4)
+        optimizer = keras.optimizers.get(optimizer)
+        if getattr(optimizer, "weight_decay", None):
+            optimizer.exclude_from_weight_decay(var_names=["bias", "codebook"])
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        targets = self.reconstruction_loss.in_map(self._images(x))
+        recon_loss = self.reconstruction_loss(targets, y_pred["decoder_output"])
+        # Python sum: ops.sum over a list of tensors breaks JAX tracing.
+        latent_loss = sum(self.losses)
+        self.recon_tracker.update_state(recon_loss)
+        self.latent_tracker.update_state(latent_loss)
+        self.codebook_usage.update_state(y_pred["tokens"])
+        return recon_loss + latent_loss
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Returns reconstructions, float32 `(N, H, W, C)` in [0, 1]."""
+        return self._inference.run(
+            "reconstruct", x, batch_size, verbose, steps, callbacks
+        )
+
+    def encode(self, images, batch_size=None, verbose=0, steps=None):
+        """Returns the int32 token grids `(N, H/stride, W/stride)` of images.
+
+        Raises:
+            ValueError: on NaN or infinite pixels, naming the images.
+        """
+        outputs = self._inference.run("encode", images, batch_size, verbose, steps)
+        bad = np.flatnonzero(~outputs["finite"])
+        if bad.size:
+            raise ValueError(
+                "Argument `images` must hold finite pixel values. Received NaN or "
+                f"infinite values in {bad.size} image(s), at indices "
+                f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}"
+            )
+        return outputs["tokens"]
+
+    def decode(self, tokens, batch_size=None, verbose=0, steps=None):
+        """Returns float32 images in [0, 1] decoded from int token grids.
+
+        Raises:
+            ValueError: on token ids outside `[0, num_embeddings)`.
+        """
+        outputs = self._inference.run("decode", tokens, batch_size, verbose, steps)
+        bad = np.flatnonzero(~outputs["valid"])
+        if bad.size:
+            raise ValueError(
+                "Argument `tokens` must hold ids in "
+                f"[0, {self.quantizer.num_embeddings}). Received ids from "
+                f"{outputs['min_id'][bad].min()} to {outputs['max_id'][bad].max()} "
+                f"in {bad.size} grid(s), at indices {bad[:10].tolist()}"
+                f"{' ...' if bad.size > 10 else ''}"
+            )
+        return outputs["images"]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.layers.serialize(self.encoder),
+            "quantizer": keras.layers.serialize(self.quantizer),
+            "decoder": keras.layers.serialize(self.decoder),
+            "reconstruction_loss": keras.saving.serialize_keras_object(
+                self.reconstruction_loss
+            ),
+            "image_channels": self.image_channels,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "quantizer", "decoder"):
+            config[key] = keras.layers.deserialize(config[key])
+        config["reconstruction_loss"] = keras.saving.deserialize_keras_object(
+            config["reconstruction_loss"]
+        )
+        return cls(**config)
+
+    # Graph pieces behind `encode`, `decode` and `predict`.
+
+    def _features(self, inputs, training=False):
+        images = self.reconstruction_loss.in_map(self._images(inputs))
+        return self.encoder(images, training=training)
+
+    def _encode_graph(self, inputs):
+        images = self._images(inputs)
+        tokens = self.quantizer.tokenize(self._features(inputs))
+        return {
+            "tokens": tokens,
+            "finite": ops.all(ops.isfinite(images), axis=(1, 2, 3)),
+        }
+
+    def _decode_graph(self, tokens):
+        dtype = keras.backend.standardize_dtype(tokens.dtype)
+        if "int" not in dtype:
+            raise ValueError(
+                f"Argument `tokens` must have an integer dtype. Received: {dtype}"
+            )
+        if len(tokens.shape) != 3:
+            raise ValueError(
+                "Argument `tokens` must have shape (batch, height, width). "
+                f"Received: tokens.shape={tuple(tokens.shape)}"
+            )
+        tokens = ops.cast(tokens, "int32")
+        num_embeddings = self.quantizer.num_embeddings
+        valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
+        codes = self.quantizer.lookup(ops.clip(tokens, 0, num_embeddings - 1))
+        decoder_output = self.decoder(codes)
+        return {
+            "images": ops.cast(
+                self.reconstruction_loss.out_map(decoder_output), "float32"
+            ),
+            "valid": ops.all(valid, axis=(1, 2)),
+            "min_id": ops.min(tokens, axis=(1, 2)),
+            "max_id": ops.max(tokens, axis=(1, 2)),
+        }
+
+    def _reconstruct_graph(self, inputs):
+        return self(inputs, training=False)["reconstruction"]
+
+    def _images(self, inputs):
+        """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""
+        if isinstance(inputs, dict):
+            if "image" not in inputs:
+                raise ValueError(
+                    "Dict inputs must hold the images under the key 'image' (as "
+                    f"tensorflow-datasets does). Received keys: {sorted(inputs)}"
+                )
+            inputs = inputs["image"]
+        self._check_image_shape(inputs.shape)
+        if keras.backend.is_float_dtype(inputs.dtype):
+            return ops.cast(inputs, "float32")
+        return ops.cast(inputs, "float32") / 255.0
+
+    def _check_image_shape(self, shape):
+        shape = tuple(shape)
+        if len(shape) != 4:
+            raise ValueError(
+                "Argument `images` must have shape (batch, height, width, "
+                f"channels). Received: images.shape={shape}"
+            )
+        if shape[-1] is not None and shape[-1] != self.image_channels:
+            raise ValueError(
+                f"Argument `images` must have {self.image_channels} channels, as "
+                f"the model was built with image_channels={self.image_channels}. "
+                f"Received: images.shape={shape}"
+            )
+        for size in shape[1:3]:
+            if self.stride and size is not None and size % self.stride:
+                raise ValueError(
+                    "Argument `images` must have a height and width divisible by "
+                    f"the encoder stride {self.stride}. Received: "
+                    f"images.shape={shape}"
+                )
+
+
+class _InferenceModel(keras.Model):
+    """Runs one graph method of a VQVAE through Keras' own `predict`, which
+    batches arrays and datasets and compiles the step on every backend."""
+
+    def __init__(self, vqvae, method, **kwargs):
+        super().__init__(**kwargs)
+        self.vqvae = vqvae
+        self.method = method
+
+    def call(self, inputs):
+        return getattr(self.vqvae, self.method)(inputs)
+
+
+class _InferenceModels:
+    """Caches the `_InferenceModel`s of a VQVAE.
+
+    A plain object on purpose: Keras neither tracks nor saves what it holds,
+    so the cached models never appear in the VQVAE's layers or `.keras` file.
+    """
+
+    def __init__(self, vqvae):
+        self.vqvae = vqvae
+        self.models = {}
+
+    def run(self, name, data, batch_size, verbose, steps, callbacks=None):
+        if name not in self.models:
+            self.models[name] = _InferenceModel(
+                self.vqvae, f"_{name}_graph", name=f"{self.vqvae.name}_{name}"
+            )
+        if not self.vqvae.built:
+            raise ValueError(
+                f"`{name}` needs a built model: call `fit()`, `build()` or the "
+                "model itself on a batch first, or load a saved model."
+            )
+        return self.models[name].predict(
+            data,
+            batch_size=batch_size,
+            verbose=verbose,
+            steps=steps,
+            callbacks=callbacks,
+        )

@@ -2,4 +2,6 @@
 
 from keras_dvq import layers, losses, metrics, models
 
+__all__ = ["layers", "losses", "metrics", "models"]
+
 __version__ = "0.1.0"

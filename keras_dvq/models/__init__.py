@@ -5,3 +5,13 @@ from keras_dvq.models.deepmind import (
     DeepMindResidualBlock,
 )
 from keras_dvq.models.vqvae import VQVAE
+
+__all__ = [
+    "VQVAE",
+    "DalleDecoder",
+    "DalleEncoder",
+    "DalleResidualBlock",
+    "DeepMindDecoder",
+    "DeepMindEncoder",
+    "DeepMindResidualBlock",
+]

@@ -54,7 +54,7 @@ class DalleResidualBlock(keras.layers.Layer):
         widths = (hidden, hidden, hidden, self.filters)
         self.res_path = [
             layers.Conv2D(width, size, padding="same", dtype=self.dtype_policy)
-            for width, size in zip(widths, self.kernel_sizes)
+            for width, size in zip(widths, self.kernel_sizes, strict=True)
         ]
         shape = input_shape
         for conv in self.res_path:

@@ -3,7 +3,9 @@ import math
 import keras
 from keras import ops
 
-from keras_dvq.validation import check_non_negative, check_positive, check_positive_int
+from keras_dvq.validation import check_non_negative
+from keras_dvq.validation import check_positive
+from keras_dvq.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -83,6 +85,10 @@ class GumbelQuantizer(keras.layers.Layer):
         )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Created here, not in build(): callbacks set them before the first
+        # step, which is when some trainers build the model.
+        self.temperature = self._scalar("temperature", self.initial_temperature)
+        self.kl_weight = self._scalar("kl_weight", self.initial_kl_weight)
         # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
         self.projection = keras.layers.Dense(
             num_embeddings, dtype="float32", name="projection"
@@ -97,8 +103,6 @@ class GumbelQuantizer(keras.layers.Layer):
             autocast=False,
             aggregation="mean",
         )
-        self.temperature = self._scalar("temperature", self.initial_temperature)
-        self.kl_weight = self._scalar("kl_weight", self.initial_kl_weight)
 
     def _scalar(self, name, value):
         return self.add_weight(

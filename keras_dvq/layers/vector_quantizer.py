@@ -1,12 +1,10 @@
 import keras
 from keras import ops
 
-from keras_dvq.validation import (
-    check_non_negative,
-    check_open_unit_interval,
-    check_positive,
-    check_positive_int,
-)
+from keras_dvq.validation import check_non_negative
+from keras_dvq.validation import check_open_unit_interval
+from keras_dvq.validation import check_positive
+from keras_dvq.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")

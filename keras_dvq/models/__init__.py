@@ -1,9 +1,9 @@
-from keras_dvq.models.dalle import DalleDecoder, DalleEncoder, DalleResidualBlock
-from keras_dvq.models.deepmind import (
-    DeepMindDecoder,
-    DeepMindEncoder,
-    DeepMindResidualBlock,
-)
+from keras_dvq.models.dalle import DalleDecoder
+from keras_dvq.models.dalle import DalleEncoder
+from keras_dvq.models.dalle import DalleResidualBlock
+from keras_dvq.models.deepmind import DeepMindDecoder
+from keras_dvq.models.deepmind import DeepMindEncoder
+from keras_dvq.models.deepmind import DeepMindResidualBlock
 from keras_dvq.models.vqvae import VQVAE
 
 __all__ = [

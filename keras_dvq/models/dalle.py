@@ -2,7 +2,8 @@
 `dall_e` package and the original repo's `openai_dalle.py`."""
 
 import keras
-from keras import layers, ops
+from keras import layers
+from keras import ops
 
 from keras_dvq.models.layer_chain import LayerChain
 from keras_dvq.validation import check_positive_int

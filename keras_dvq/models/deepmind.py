@@ -2,7 +2,8 @@
 and the original repo's `deepmind_enc_dec.py`."""
 
 import keras
-from keras import layers, ops
+from keras import layers
+from keras import ops
 
 from keras_dvq.models.layer_chain import LayerChain
 from keras_dvq.validation import check_positive_int

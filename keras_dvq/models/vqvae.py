@@ -6,9 +6,12 @@ from keras_dvq import losses
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
 from keras_dvq.metrics import CodebookUsage
-from keras_dvq.models.dalle import DalleDecoder, DalleEncoder
-from keras_dvq.models.deepmind import DeepMindDecoder, DeepMindEncoder
-from keras_dvq.validation import check_choice, check_positive_int
+from keras_dvq.models.dalle import DalleDecoder
+from keras_dvq.models.dalle import DalleEncoder
+from keras_dvq.models.deepmind import DeepMindDecoder
+from keras_dvq.models.deepmind import DeepMindEncoder
+from keras_dvq.validation import check_choice
+from keras_dvq.validation import check_positive_int
 
 ENCODER_DECODERS = {
     "deepmind": (DeepMindEncoder, DeepMindDecoder),
@@ -216,6 +219,16 @@ class VQVAE(keras.Model):
             )
         return outputs["tokens"]
 
+    def project(self, images, batch_size=None, verbose=0, steps=None):
+        """Returns the float32 encoder outputs `z_e` `(N, h, w, D)` that a
+        `VectorQuantizer` matches against its codebook (e.g. for k-means)."""
+        if not hasattr(self.quantizer, "project"):
+            raise ValueError(
+                "`project` needs a quantizer with a projection to code space (a "
+                f"VectorQuantizer). Received: {type(self.quantizer).__name__}"
+            )
+        return self._inference.run("project", images, batch_size, verbose, steps)
+
     def decode(self, tokens, batch_size=None, verbose=0, steps=None):
         """Returns float32 images in [0, 1] decoded from int token grids.
 
@@ -270,6 +283,9 @@ class VQVAE(keras.Model):
             "tokens": tokens,
             "finite": ops.all(ops.isfinite(images), axis=(1, 2, 3)),
         }
+
+    def _project_graph(self, inputs):
+        return self.quantizer.project(self._features(inputs))
 
     def _decode_graph(self, tokens):
         dtype = keras.backend.standardize_dtype(tokens.dtype)

@@ -1,0 +1,73 @@
+"""k-means with k-means++ seeding and Lloyd iterations, in NumPy."""
+
+import numpy as np
+
+
+def kmeans(points, num_clusters, num_iterations=20, seed=None):
+    """Clusters `points` `(N, D)` into `num_clusters` centroids `(K, D)`.
+
+    Seeding is k-means++ (each next centroid drawn with probability
+    proportional to the squared distance to the nearest chosen one); Lloyd
+    iterations then alternate assignment and mean updates until assignments
+    stop changing. A cluster that loses all its points takes the point
+    farthest from its centroid, so no centroid is wasted.
+
+    Args:
+        points: float array `(N, D)` with `N >= num_clusters`.
+        num_clusters: int. Number of centroids `K`.
+        num_iterations: int. Maximum number of Lloyd iterations.
+        seed: int or `None`. Seed of the k-means++ draws.
+
+    Returns:
+        float32 array `(K, D)` of centroids.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or len(points) < num_clusters:
+        raise ValueError(
+            f"Argument `points` must have shape (N, D) with N >= {num_clusters} "
+            f"clusters. Received: points.shape={points.shape}"
+        )
+    if not np.isfinite(points).all():
+        raise ValueError("Argument `points` must be finite. Received NaN or inf.")
+    rng = np.random.default_rng(seed)
+    centroids = _kmeans_plus_plus(points, num_clusters, rng)
+    assignment = None
+    for _ in range(num_iterations):
+        distances = _squared_distances(points, centroids)
+        new_assignment = distances.argmin(axis=1)
+        if assignment is not None and np.array_equal(new_assignment, assignment):
+            break
+        assignment = new_assignment
+        counts = np.bincount(assignment, minlength=num_clusters)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assignment, points)
+        used = counts > 0
+        centroids[used] = sums[used] / counts[used, None]
+        empty = np.flatnonzero(~used)
+        if empty.size:
+            farthest = np.argsort(distances.min(axis=1))[::-1][: empty.size]
+            centroids[empty] = points[farthest]
+    return centroids.astype(np.float32)
+
+
+def _kmeans_plus_plus(points, num_clusters, rng):
+    centroids = np.empty((num_clusters, points.shape[1]))
+    centroids[0] = points[rng.integers(len(points))]
+    nearest = ((points - centroids[0]) ** 2).sum(axis=1)
+    for k in range(1, num_clusters):
+        total = nearest.sum()
+        if total > 0:
+            index = rng.choice(len(points), p=nearest / total)
+        else:  # fewer distinct points than clusters
+            index = rng.integers(len(points))
+        centroids[k] = points[index]
+        nearest = np.minimum(nearest, ((points - centroids[k]) ** 2).sum(axis=1))
+    return centroids
+
+
+def _squared_distances(points, centroids):
+    return (
+        (points**2).sum(axis=1, keepdims=True)
+        - 2.0 * points @ centroids.T
+        + (centroids**2).sum(axis=1)[None, :]
+    )

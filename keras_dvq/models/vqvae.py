@@ -37,9 +37,9 @@ class VQVAE(keras.Model):
 
     Calling the model returns a dict: `"reconstruction"` (float32 images in
     [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`) and
-    `"decoder_output"` (the likelihood parameters). `predict()` returns the
-    reconstructions only; `encode()` and `decode()` map images to token grids
-    and back.
+    `"decoder_output"` (the likelihood parameters). `encode()` and `decode()` map
+    images to token grids and back; `predict()` returns the reconstructions
+    through the bottleneck, `decode(encode(x))`.
 
     Args:
         encoder: layer mapping `(N, H, W, C)` images to features; its `stride`
@@ -185,6 +185,13 @@ class VQVAE(keras.Model):
             optimizer.exclude_from_weight_decay(var_names=["bias", "codebook"])
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips overridden `compile` methods when loading; ours is safe
+        # to replay, and replaying it restores the optimizer and its state.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
@@ -198,7 +205,7 @@ class VQVAE(keras.Model):
         return recon_loss + latent_loss
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Returns reconstructions, float32 `(N, H, W, C)` in [0, 1]."""
+        """Returns `decode(encode(x))`, float32 `(N, H, W, C)` in [0, 1]."""
         return self._inference.run(
             "reconstruct", x, batch_size, verbose, steps, callbacks
         )
@@ -301,19 +308,21 @@ class VQVAE(keras.Model):
         tokens = ops.cast(tokens, "int32")
         num_embeddings = self.quantizer.num_embeddings
         valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
-        codes = self.quantizer.lookup(ops.clip(tokens, 0, num_embeddings - 1))
-        decoder_output = self.decoder(codes)
         return {
-            "images": ops.cast(
-                self.reconstruction_loss.out_map(decoder_output), "float32"
-            ),
+            "images": self._images_from_tokens(ops.clip(tokens, 0, num_embeddings - 1)),
             "valid": ops.all(valid, axis=(1, 2)),
             "min_id": ops.min(tokens, axis=(1, 2)),
             "max_id": ops.max(tokens, axis=(1, 2)),
         }
 
+    def _images_from_tokens(self, tokens):
+        decoder_output = self.decoder(self.quantizer.lookup(tokens))
+        return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
+
     def _reconstruct_graph(self, inputs):
-        return self(inputs, training=False)["reconstruction"]
+        # decode(encode(x)) by construction: the same token path as `encode`,
+        # so near-ties between codes cannot make the two disagree.
+        return self._images_from_tokens(self.quantizer.tokenize(self._features(inputs)))
 
     def _images(self, inputs):
         """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""

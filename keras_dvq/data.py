@@ -1,0 +1,227 @@
+"""Image datasets as tf.data pipelines (TensorFlow-specific by nature).
+
+`load_dataset(name, split)` gives batches of uint8 images `(B, S, S, 3)` for:
+- `"sample"`: the bundled patches of scikit-image's photographs;
+- `"folder:PATH"`: a user's own images under PATH (recursive);
+- any tensorflow-datasets image dataset by name, e.g. `"cifar10"`, with the
+  `"train"` split for training and `"test"` for validation.
+
+Training splits get the original repo's augmentation (reflect-pad 4, random
+crop back to the image size, horizontal flip) and a shuffle per epoch;
+validation splits get neither.
+"""
+
+import os
+import socket
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from keras_dvq.sample_data import load_sample_patches
+from keras_dvq.validation import check_choice
+from keras_dvq.validation import check_positive_int
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+FOLDER_VALIDATION_EVERY = 10  # every 10th file (sorted) of a folder validates
+PAD = 4
+# TFDS fetches prepared data from this host before the dataset's own site.
+TFDS_HOST = "storage.googleapis.com"
+
+
+def load_dataset(
+    name,
+    split="train",
+    batch_size=128,
+    image_size=32,
+    data_dir=None,
+    shuffle=None,
+    augment=None,
+    seed=None,
+    drop_remainder=None,
+):
+    """Returns a batched, prefetched `tf.data.Dataset` of uint8 images.
+
+    Args:
+        name: `"sample"`, `"folder:PATH"` or a tensorflow-datasets name.
+        split: `"train"` or `"validation"` (for tfds, the `"test"` split).
+        batch_size: int. Images per batch.
+        image_size: int. Side of the square images; folder images are resized
+            (shorter side) and centre-cropped, tfds images resized if needed.
+        data_dir: directory of tensorflow-datasets data (tfds' default if
+            `None`).
+        shuffle: bool. Reshuffle every epoch. Defaults to `split == "train"`.
+        augment: bool. Pad-crop-flip augmentation. Defaults to
+            `split == "train"`.
+        seed: int or `None`. Seed of shuffling and augmentation.
+        drop_remainder: bool. Drop a last partial batch. Defaults to
+            `split == "train"` (a fixed batch shape compiles once).
+
+    Raises:
+        ValueError: for an unknown split or bad sizes, a folder without
+            readable images, or tfds data that is missing and cannot be
+            downloaded (the message says where it looked and what to do).
+    """
+    check_choice("split", split, ("train", "validation"))
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
+    training = split == "train"
+    shuffle = training if shuffle is None else shuffle
+    augment = training if augment is None else augment
+    drop_remainder = training if drop_remainder is None else drop_remainder
+
+    if name == "sample":
+        dataset = tf.data.Dataset.from_tensor_slices(load_sample_patches(split))
+        dataset = dataset.map(_resizer(image_size))
+    elif name.startswith("folder:"):
+        images = load_image_folder(name[len("folder:") :], split, image_size)
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        dataset = _load_tfds(name, split, data_dir).map(
+            _resizer(image_size), num_parallel_calls=tf.data.AUTOTUNE
+        )
+
+    if shuffle:
+        size = int(dataset.cardinality())
+        buffer = size if size > 0 else 10_000
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        dataset = dataset.map(
+            _augmenter(image_size, seed), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_image_folder(path, split="train", image_size=32):
+    """Reads every image under `path` (recursive) as uint8 `(N, S, S, 3)`.
+
+    Grayscale and RGBA images become RGB; each image is resized so that its
+    shorter side is `image_size` and centre-cropped. Files that cannot be read
+    are skipped with one warning that counts them. The sorted file list is
+    split deterministically: every 10th file validates, the others train.
+    """
+    from PIL import Image
+
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"Dataset 'folder:{path}': no such directory. Expected "
+            "'folder:PATH' with a directory of jpg/png/bmp/gif images."
+        )
+    files = sorted(
+        os.path.join(root, file)
+        for root, _, names in os.walk(path)
+        for file in names
+        if file.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    in_split = [
+        file
+        for index, file in enumerate(files)
+        if (index % FOLDER_VALIDATION_EVERY == FOLDER_VALIDATION_EVERY - 1)
+        == (split == "validation")
+    ]
+    images, unreadable = [], 0
+    for file in in_split:
+        try:
+            with Image.open(file) as image:
+                images.append(_square_rgb(image, image_size))
+        except (OSError, ValueError, SyntaxError):
+            unreadable += 1
+    if unreadable:
+        warnings.warn(
+            f"Skipped {unreadable} unreadable image file(s) of {len(in_split)} "
+            f"in the {split} split of '{path}'.",
+            stacklevel=2,
+        )
+    if not images:
+        raise ValueError(
+            f"Dataset 'folder:{path}' has no readable {', '.join(IMAGE_EXTENSIONS)} "
+            f"images in its {split} split ({len(files)} image files found; every "
+            f"{FOLDER_VALIDATION_EVERY}th validates)."
+        )
+    return np.stack(images)
+
+
+def _square_rgb(image, size):
+    from PIL import Image
+
+    image = image.convert("RGB")
+    scale = size / min(image.size)
+    width = max(size, round(image.width * scale))
+    height = max(size, round(image.height * scale))
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def _load_tfds(name, split, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises its own DatasetNotFoundError
+        raise ValueError(
+            f"Unknown dataset {name!r}: not 'sample', not 'folder:PATH', and "
+            "tensorflow-datasets does not know it "
+            f"({str(error).splitlines()[0]})."
+        ) from error
+    if not builder.is_prepared():
+        offline = _unreachable(TFDS_HOST)
+        if not offline:
+            try:
+                builder.download_and_prepare()
+            except Exception as error:
+                offline = f"the download failed: {error}"
+        if offline:
+            raise ValueError(
+                f"Dataset {name!r} is not prepared under {builder.data_dir} and "
+                f"cannot be downloaded ({offline}). Prepare it on a machine with "
+                "network access (`tfds build " + name + "`) and pass its "
+                "directory with --data_dir (data_dir=...), or use the bundled "
+                "--dataset sample."
+            )
+    tfds_split = "train" if split == "train" else "test"
+    if tfds_split not in builder.info.splits:
+        raise ValueError(
+            f"Dataset {name!r} has no {tfds_split!r} split. "
+            f"Available: {sorted(builder.info.splits)}"
+        )
+    dataset = builder.as_dataset(split=tfds_split, shuffle_files=split == "train")
+    if "image" not in builder.info.features:
+        raise ValueError(f"Dataset {name!r} has no 'image' feature.")
+    return dataset.map(_rgb_image, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _unreachable(host):
+    """A reason string when `host` does not resolve, else `None`."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as error:
+        return f"{host} does not resolve: {error}"
+    return None
+
+
+def _rgb_image(example):
+    image = example["image"]
+    if image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    return image[..., :3]
+
+
+def _resizer(size):
+    def resize(image):
+        if image.shape[0] == size and image.shape[1] == size:
+            return image
+        resized = tf.image.resize(image, (size, size), antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    return resize
+
+
+def _augmenter(size, seed):
+    def augment(image):
+        padded = tf.pad(image, [[PAD, PAD], [PAD, PAD], [0, 0]], mode="REFLECT")
+        cropped = tf.image.random_crop(padded, (size, size, 3), seed=seed)
+        return tf.image.random_flip_left_right(cropped, seed=seed)
+
+    return augment

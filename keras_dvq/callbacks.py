@@ -53,6 +53,7 @@ class KMeansInit(keras.callbacks.Callback):
         self.num_iterations = check_positive_int("num_iterations", num_iterations)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.seed = seed
+        self.samples = None  # the clustered encoder outputs, for inspection
         self.centroids = None
 
     def on_train_begin(self, logs=None):
@@ -76,8 +77,9 @@ class KMeansInit(keras.callbacks.Callback):
                 f"outputs (one per code); argument `data` gave {len(latents)}."
             )
         rows = rng.choice(len(latents), min(self.num_samples, len(latents)), False)
+        self.samples = latents[rows]
         self.centroids = kmeans(
-            latents[rows],
+            self.samples,
             quantizer.num_embeddings,
             num_iterations=self.num_iterations,
             seed=self.seed,

@@ -149,7 +149,8 @@ class VectorQuantizer(keras.layers.Layer):
                 autocast=False,
                 aggregation="mean",
             )
-            self.ema_embedding_sum.assign(self.codebook.value)
+            # A copy: JAX donates variable buffers, which must not be shared.
+            self.ema_embedding_sum.assign(ops.copy(self.codebook.value))
 
     def call(self, inputs, training=False):
         z_e = self.project(inputs)
@@ -235,7 +236,7 @@ class VectorQuantizer(keras.layers.Layer):
         self.codebook.assign(codes)
         if self.use_ema:
             self.ema_cluster_size.assign(ops.ones((self.num_embeddings,)))
-            self.ema_embedding_sum.assign(codes)
+            self.ema_embedding_sum.assign(ops.copy(codes))
 
     def tokenize(self, inputs):
         """Returns only the int32 token ids of `inputs`; no loss, no update."""

@@ -92,9 +92,6 @@ def positive_float(text):
 
 
 def build_model(args):
-    quantizer_kwargs = {}
-    if args.vq_flavor == "vqvae" and args.seed_faithful:
-        quantizer_kwargs = {"use_ema": False, "dead_code_threshold": 0.0}
     model = VQVAE.from_flavors(
         vq_flavor=args.vq_flavor,
         enc_dec_flavor=args.enc_dec_flavor,
@@ -102,7 +99,7 @@ def build_model(args):
         num_embeddings=args.num_embeddings,
         embedding_dim=args.embedding_dim,
         n_hid=args.n_hid,
-        **quantizer_kwargs,
+        seed_faithful=args.seed_faithful,
     )
     # The original's cosine decay 3e-4 -> 1.25e-6 over 1.2M steps.
     schedule = CosineAnnealing(start_value=args.learning_rate)
@@ -146,6 +143,8 @@ def train(args):
         epochs = math.ceil(args.max_steps / batches_per_pass)
         steps_per_epoch = math.ceil(args.max_steps / epochs)
     model = build_model(args)
+    # BackupAndRestore (and KMeansInit) need the variables before fit starts.
+    model.build((None,) + tuple(train_data.element_spec.shape[1:]))
     callbacks = make_callbacks(args, model, train_data, val_data, backup_dir)
     model.fit(
         train_data.repeat(),

@@ -35,9 +35,15 @@ def image_folder(root, count=40):
 
 
 @pytest.mark.slow
-def test_main_job_on_sample_writes_every_output(train_script, tmp_path):
+@pytest.mark.parametrize(
+    "flavor_flags",
+    [[], ["--vq_flavor", "gumbel", "--loss_flavor", "logit_laplace"]],
+    ids=["vqvae", "gumbel"],
+)
+def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_flags):
     out = tmp_path / "run"
     argv = ["--dataset", "sample", "--out", str(out), "--max_steps", "4", *TINY]
+    argv += flavor_flags
     assert train_script.main(argv) == 0
     for name in (
         "model.keras",

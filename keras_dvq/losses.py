@@ -130,7 +130,8 @@ class LogitLaplaceNLL(keras.losses.Loss):
 
     def log_prob(self, x, decoder_output):
         """Log-density of mapped pixels `x` in (0, 1), per pixel."""
-        mu, log_b = self.split(decoder_output)
+        x = ops.convert_to_tensor(x, dtype=self.dtype)
+        mu, log_b = self.split(ops.convert_to_tensor(decoder_output, dtype=self.dtype))
         log_x, log_1mx = ops.log(x), ops.log1p(-x)
         distance = ops.abs(log_x - log_1mx - mu)
         return -(math.log(2.0) + log_b + log_x + log_1mx + distance * ops.exp(-log_b))

@@ -131,12 +131,19 @@ class VQVAE(keras.Model):
                 codebook, no restarts) instead of the healthier default.
             **quantizer_kwargs: further arguments of the quantizer class, e.g.
                 `dead_code_threshold=2.0` or `straight_through=True`; they
-                override the defaults above.
+                override the defaults above (`use_ema=False` gives the
+                gradient codebook without restarts).
         """
         check_choice("vq_flavor", vq_flavor, tuple(QUANTIZERS))
         check_choice("enc_dec_flavor", enc_dec_flavor, tuple(ENCODER_DECODERS))
         reconstruction_loss = losses.get(loss_flavor)
-        if vq_flavor == "vqvae" and not seed_faithful:
+        # An explicit use_ema=False means the gradient codebook, which has no
+        # restarts: it opts out of both defaults, as seed_faithful does.
+        if (
+            vq_flavor == "vqvae"
+            and not seed_faithful
+            and quantizer_kwargs.get("use_ema", True)
+        ):
             quantizer_kwargs = {**HEALTHY_VQ_DEFAULTS, **quantizer_kwargs}
         encoder_class, decoder_class = ENCODER_DECODERS[enc_dec_flavor]
         output_channels = image_channels * reconstruction_loss.params_per_channel

@@ -1,0 +1,258 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_dvq.layers import GumbelQuantizer
+from tests.testing import gradients
+from tests.testing import run_layer_test
+
+K, D, F = 16, 4, 8
+
+
+def to_numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def quantizer_pair(seed=5, **kwargs):
+    """Two built quantizers with the same weights and the same noise seed."""
+    first = GumbelQuantizer(K, D, seed=seed, **kwargs)
+    second = GumbelQuantizer(K, D, seed=seed, **kwargs)
+    first.build((None, F))
+    second.build((None, F))
+    second.set_weights(first.get_weights())
+    return first, second
+
+
+def distance_to_nearest_code(quantized, codebook):
+    quantized = np.asarray(quantized, "float64").reshape(-1, codebook.shape[1])
+    distances = np.linalg.norm(quantized[:, None] - codebook[None], axis=-1)
+    return distances.min(axis=1)
+
+
+def numpy_kl(logits):
+    logits = np.asarray(logits, "float64")
+    logits = logits - logits.max(-1, keepdims=True)
+    log_q = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return (np.exp(log_q) * (log_q + np.log(logits.shape[-1]))).sum(-1).mean()
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_layer(straight_through, tmp_path):
+    run_layer_test(
+        GumbelQuantizer,
+        {
+            "num_embeddings": K,
+            "embedding_dim": D,
+            "straight_through": straight_through,
+            "seed": 2,
+        },
+        input_shape=(2, 4, 4, F),
+        expected_output_shape=((2, 4, 4, D), (2, 4, 4)),
+        tmp_path=tmp_path,
+        expected_num_trainable_weights=3,
+    )
+
+
+def test_config_round_trip_keeps_every_argument():
+    quantizer = GumbelQuantizer(
+        num_embeddings=12,
+        embedding_dim=3,
+        temperature=0.5,
+        kl_weight=0.1,
+        straight_through=True,
+        codebook_initializer=keras.initializers.RandomUniform(-1.0, 1.0),
+        seed=9,
+        name="gumbel",
+    )
+    config = quantizer.get_config()
+    assert config["temperature"] == 0.5
+    assert config["kl_weight"] == 0.1
+    revived = GumbelQuantizer.from_config(config)
+    assert revived.get_config() == config
+    revived.build((None, F))
+    assert float(to_numpy(revived.temperature)) == 0.5
+    assert float(to_numpy(revived.kl_weight)) == pytest.approx(0.1)
+    assert revived.straight_through
+    assert isinstance(revived.codebook_initializer, keras.initializers.RandomUniform)
+
+
+def test_inference_takes_the_argmax_of_the_logits(rng):
+    quantizer = GumbelQuantizer(K, D, seed=1)
+    inputs = rng.normal(size=(2, 3, 5, F)).astype("float32")
+    quantized, tokens = quantizer(inputs)
+    assert tuple(quantized.shape) == (2, 3, 5, D)
+    assert keras.backend.standardize_dtype(tokens.dtype) == "int32"
+
+    logits = to_numpy(quantizer.projection(inputs))
+    expected = logits.argmax(-1)
+    assert len(np.unique(expected)) > 1
+    np.testing.assert_array_equal(to_numpy(tokens), expected)
+    np.testing.assert_array_equal(to_numpy(quantizer.tokenize(inputs)), expected)
+    codebook = to_numpy(quantizer.codebook)
+    np.testing.assert_array_equal(to_numpy(quantized), codebook[expected])
+    # Inference is deterministic.
+    np.testing.assert_array_equal(to_numpy(quantizer(inputs)[1]), expected)
+
+
+def test_training_samples_with_seeded_noise(rng):
+    first, second = quantizer_pair()
+    inputs = rng.normal(size=(64, F)).astype("float32")
+    inference_tokens = to_numpy(first(inputs)[1])
+
+    quantized, tokens = first(inputs, training=True)
+    again, tokens_again = first(inputs, training=True)
+    assert not np.array_equal(to_numpy(tokens), to_numpy(tokens_again))
+    assert not np.array_equal(to_numpy(tokens), inference_tokens)
+    # The same seed replays the same noise.
+    replayed, replayed_tokens = second(inputs, training=True)
+    np.testing.assert_array_equal(to_numpy(replayed_tokens), to_numpy(tokens))
+    np.testing.assert_allclose(to_numpy(replayed), to_numpy(quantized), rtol=1e-6)
+
+
+def test_hard_forward_pass_emits_codebook_rows(rng):
+    quantizer = GumbelQuantizer(K, D, straight_through=True, seed=3)
+    inputs = rng.normal(size=(2, 4, 4, F)).astype("float32")
+    quantized, tokens = quantizer(inputs, training=True)
+    codebook = to_numpy(quantizer.codebook)
+    np.testing.assert_array_equal(to_numpy(quantized), codebook[to_numpy(tokens)])
+
+
+def test_soft_forward_pass_mixes_codes(rng):
+    quantizer = GumbelQuantizer(K, D, seed=3)
+    inputs = rng.normal(size=(2, 4, 4, F)).astype("float32")
+    quantized = to_numpy(quantizer(inputs, training=True)[0]).reshape(-1, D)
+    codebook = to_numpy(quantizer.codebook)
+    assert np.all(quantized >= codebook.min(0) - 1e-5)
+    assert np.all(quantized <= codebook.max(0) + 1e-5)
+    # A mixture, not a lookup: at temperature 1 most rows lie between codes.
+    assert np.median(distance_to_nearest_code(quantized, codebook)) > 1e-3
+
+
+def test_straight_through_gradient_is_the_soft_gradient(rng):
+    hard, hard_twin = quantizer_pair(straight_through=True)
+    soft = GumbelQuantizer(K, D, seed=5)
+    soft.build((None, F))
+    soft.set_weights(hard.get_weights())
+    inputs = rng.normal(size=(32, F)).astype("float32")
+    weights = rng.normal(size=(32, D)).astype("float32")
+
+    def loss(quantizer):
+        def fn():
+            quantized, _ = quantizer(inputs, training=True)
+            return ops.sum(ops.convert_to_tensor(weights) * quantized)
+
+        return fn
+
+    hard_kernel, hard_codebook = gradients(
+        loss(hard), [hard.projection.kernel, hard.codebook]
+    )
+    (soft_kernel,) = gradients(loss(soft), [soft.projection.kernel])
+    # Same noise, same soft weights y: the encoder sees the soft gradient.
+    assert np.abs(hard_kernel).max() > 0
+    np.testing.assert_allclose(hard_kernel, soft_kernel, rtol=1e-4, atol=1e-6)
+    # The codebook sees the one-hot forward pass: each position's weight
+    # lands on its chosen code only.
+    tokens = to_numpy(hard_twin(inputs, training=True)[1])
+    expected = np.zeros((K, D))
+    np.add.at(expected, tokens, weights)
+    np.testing.assert_allclose(hard_codebook, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_temperature_and_kl_weight_are_assignable_state():
+    quantizer = GumbelQuantizer(K, D, temperature=2.0, kl_weight=0.3)
+    quantizer.build((None, F))
+    for variable, initial in (
+        (quantizer.temperature, 2.0),
+        (quantizer.kl_weight, 0.3),
+    ):
+        assert not variable.trainable
+        assert any(v is variable for v in quantizer.non_trainable_weights)
+        assert all(v is not variable for v in quantizer.trainable_weights)
+        assert float(to_numpy(variable)) == pytest.approx(initial)
+        variable.assign(0.125)
+        assert float(to_numpy(variable)) == 0.125
+
+
+def test_latent_loss_is_kl_to_uniform_times_kl_weight(rng):
+    quantizer = GumbelQuantizer(K, D, kl_weight=0.5)
+    inputs = rng.normal(size=(3, 4, F)).astype("float32")
+    quantizer(inputs)
+    (loss,) = quantizer.losses
+    logits = to_numpy(quantizer.projection(inputs))
+    np.testing.assert_allclose(to_numpy(loss), 0.5 * numpy_kl(logits), rtol=1e-5)
+
+    quantizer.kl_weight.assign(1.0)
+    quantizer(inputs)
+    (doubled,) = quantizer.losses
+    np.testing.assert_allclose(to_numpy(doubled), 2 * to_numpy(loss), rtol=1e-6)
+
+
+def test_kl_is_zero_for_uniform_logits(rng):
+    quantizer = GumbelQuantizer(K, D, kl_weight=1.0)
+    quantizer.build((None, F))
+    quantizer.projection.kernel.assign(np.zeros((F, K), "float32"))
+    quantizer.projection.bias.assign(np.zeros(K, "float32"))
+    quantizer(rng.normal(size=(8, F)).astype("float32"))
+    (loss,) = quantizer.losses
+    assert abs(float(to_numpy(loss))) < 1e-6
+
+
+def test_kl_is_log_k_for_peaked_logits(rng):
+    quantizer = GumbelQuantizer(K, D, kl_weight=1.0)
+    quantizer.build((None, F))
+    quantizer.projection.kernel.assign(np.zeros((F, K), "float32"))
+    quantizer.projection.bias.assign(50.0 * np.eye(K, dtype="float32")[3])
+    _, tokens = quantizer(rng.normal(size=(8, F)).astype("float32"))
+    (loss,) = quantizer.losses
+    np.testing.assert_allclose(to_numpy(loss), math.log(K), rtol=1e-4)
+    np.testing.assert_array_equal(to_numpy(tokens), 3)
+
+
+def test_lower_temperature_gives_outputs_closer_to_codes(rng):
+    cold, hot = quantizer_pair()
+    cold.temperature.assign(0.02)
+    hot.temperature.assign(5.0)
+    inputs = rng.normal(size=(64, F)).astype("float32")
+    codebook = to_numpy(cold.codebook)
+    cold_distance = distance_to_nearest_code(
+        to_numpy(cold(inputs, training=True)[0]), codebook
+    )
+    hot_distance = distance_to_nearest_code(
+        to_numpy(hot(inputs, training=True)[0]), codebook
+    )
+    assert cold_distance.mean() < 0.25 * hot_distance.mean()
+    assert np.median(cold_distance) < 1e-2
+
+
+def test_mixed_precision_keeps_logits_and_codebook_in_float32(mixed_bfloat16, rng):
+    quantizer = GumbelQuantizer(K, D, seed=0)
+    inputs = rng.normal(size=(2, 4, 4, F)).astype("float32")
+    quantized, tokens = quantizer(inputs, training=True)
+    assert quantizer.compute_dtype == "bfloat16"
+    assert quantizer.codebook.dtype == "float32"
+    assert quantizer.projection.compute_dtype == "float32"
+    assert keras.backend.standardize_dtype(quantized.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(tokens.dtype) == "int32"
+    _, inference_tokens = quantizer(inputs)
+    logits = to_numpy(quantizer.projection(inputs))
+    np.testing.assert_array_equal(to_numpy(inference_tokens), logits.argmax(-1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_embeddings": 0}, "num_embeddings=0"),
+        ({"embedding_dim": -1}, "embedding_dim=-1"),
+        ({"embedding_dim": "4"}, "embedding_dim='4'"),
+        ({"temperature": 0}, "temperature=0"),
+        ({"temperature": -1.0}, "temperature=-1.0"),
+        ({"kl_weight": -1}, "kl_weight=-1"),
+        ({"kl_weight": float("inf")}, "kl_weight=inf"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GumbelQuantizer(**kwargs)

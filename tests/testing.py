@@ -1,0 +1,193 @@
+"""A slim replacement for Keras' private test case, plus a gradient helper.
+
+`run_layer_test` checks what every layer of the package must support: a
+config round-trip, eager and symbolic calls with the expected shapes, one
+`fit` step and a `.keras` save/load with identical outputs. `gradients`
+differentiates a closure with respect to Keras variables on TensorFlow, JAX
+and PyTorch alike.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def random_inputs(shape, dtype="float32", seed=0):
+    """Uniform [0, 1) floats (or ints in [0, 8)) of a fully defined shape."""
+    rng = np.random.default_rng(seed)
+    if "int" in dtype:
+        return rng.integers(0, 8, size=shape).astype(dtype)
+    return rng.uniform(size=shape).astype(dtype)
+
+
+def run_layer_test(
+    layer_cls,
+    init_kwargs,
+    input_shape,
+    expected_output_shape,
+    *,
+    tmp_path,
+    expected_num_trainable_weights=None,
+    run_fit=True,
+):
+    """Checks a layer class on inputs of `input_shape` (batch size included).
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: dict of constructor arguments.
+        input_shape: full input shape, e.g. `(2, 8, 8, 3)`.
+        expected_output_shape: the output shape, or a tuple of shapes for a
+            layer with several outputs.
+        tmp_path: a folder for the `.keras` file (pytest's `tmp_path`).
+        expected_num_trainable_weights: int or `None` to skip the check.
+        run_fit: whether to train a model around the layer for one step.
+
+    Returns:
+        The eagerly called layer, for further checks.
+    """
+    expected = _shape_list(expected_output_shape)
+
+    # Config round-trip.
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    for key, value in init_kwargs.items():
+        assert key in config, f"get_config() lacks constructor argument {key!r}"
+        if isinstance(value, (bool, int, float, str, tuple)):
+            assert config[key] == value, (key, config[key], value)
+    revived = layer_cls.from_config(config)
+    assert revived.get_config() == config
+
+    # Eager call.
+    inputs = random_inputs(input_shape)
+    outputs = layer(inputs)
+    assert _shapes_of(outputs) == expected
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights
+
+    # Symbolic call and shape inference, with an unknown batch size.
+    symbolic_shape = (None,) + tuple(input_shape[1:])
+    symbolic_expected = [(None,) + shape[1:] for shape in expected]
+    symbolic = layer_cls(**init_kwargs)(keras.KerasTensor(symbolic_shape))
+    assert _shapes_of(symbolic) == symbolic_expected
+    inferred = layer_cls(**init_kwargs).compute_output_shape(symbolic_shape)
+    assert _shape_list(inferred) == symbolic_expected
+
+    # A functional model around a fresh layer.
+    model_inputs = keras.Input(input_shape[1:])
+    model = keras.Model(model_inputs, layer_cls(**init_kwargs)(model_inputs))
+    if run_fit:
+        _fit_one_step(model, inputs)
+
+    # `.keras` save/load: same weights, same outputs.
+    path = tmp_path / f"{layer_cls.__name__}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert len(loaded.weights) == len(model.weights)
+    for saved, restored in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(saved), ops.convert_to_numpy(restored)
+        )
+    for before, after in zip(
+        keras.tree.flatten(model(inputs)),
+        keras.tree.flatten(loaded(inputs)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(before), ops.convert_to_numpy(after)
+        )
+    return layer
+
+
+def _fit_one_step(model, inputs):
+    """Fits the first float output to zeros for one step; weights must move."""
+    float_outputs = [
+        output
+        for output in keras.tree.flatten(model.outputs)
+        if keras.backend.is_float_dtype(output.dtype)
+    ]
+    trainer = keras.Model(model.inputs, float_outputs[0])
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [ops.convert_to_numpy(v) for v in trainer.trainable_weights]
+    target = np.zeros(
+        (len(inputs),) + tuple(trainer.outputs[0].shape[1:]), dtype="float32"
+    )
+    history = trainer.fit(inputs, target, batch_size=len(inputs), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [ops.convert_to_numpy(v) for v in trainer.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def _shapes_of(outputs):
+    return [tuple(output.shape) for output in keras.tree.flatten(outputs)]
+
+
+def _shape_list(shapes):
+    shapes = tuple(shapes)
+    if shapes and isinstance(shapes[0], (tuple, list)):
+        return [tuple(shape) for shape in shapes]
+    return [shapes]
+
+
+def gradients(fn, variables):
+    """Gradients of the scalar `fn()` with respect to Keras variables.
+
+    `fn` takes no argument and reads the variables (directly or through
+    layers). Non-trainable variables are differentiated too. Assignments that
+    `fn` makes to variables stay in effect on TensorFlow and PyTorch and are
+    discarded on JAX, so keep `fn` free of state updates (call layers with
+    `training=False`) when that matters.
+
+    Returns:
+        A list of NumPy arrays, zeros where a variable does not reach `fn()`.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        grads = _tensorflow_gradients(fn, variables)
+    elif backend == "jax":
+        grads = _jax_gradients(fn, variables)
+    elif backend == "torch":
+        grads = _torch_gradients(fn, variables)
+    else:
+        raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+    return [
+        np.zeros(tuple(v.shape), "float32")
+        if g is None
+        else np.asarray(ops.convert_to_numpy(g), "float32")
+        for v, g in zip(variables, grads, strict=True)
+    ]
+
+
+def _tensorflow_gradients(fn, variables):
+    import tensorflow as tf
+
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for variable in variables:
+            tape.watch(variable.value)
+        value = fn()
+    return tape.gradient(value, [variable.value for variable in variables])
+
+
+def _jax_gradients(fn, variables):
+    import jax
+
+    def pure(values):
+        mapping = list(zip(variables, values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            return fn()
+
+    return jax.grad(pure)([variable.value for variable in variables])
+
+
+def _torch_gradients(fn, variables):
+    import torch
+
+    params = [variable.value for variable in variables]
+    flags = [param.requires_grad for param in params]
+    for param in params:
+        param.requires_grad_(True)
+    try:
+        value = fn()
+        return torch.autograd.grad(value, params, allow_unused=True)
+    finally:
+        for param, flag in zip(params, flags, strict=True):
+            param.requires_grad_(flag)

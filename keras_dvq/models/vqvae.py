@@ -134,6 +134,7 @@ class VQVAE(keras.Model):
                 override the defaults above (`use_ema=False` gives the
                 gradient codebook without restarts).
         """
+        check_positive_int("image_channels", image_channels)
         check_choice("vq_flavor", vq_flavor, tuple(QUANTIZERS))
         check_choice("enc_dec_flavor", enc_dec_flavor, tuple(ENCODER_DECODERS))
         reconstruction_loss = losses.get(loss_flavor)
@@ -229,6 +230,7 @@ class VQVAE(keras.Model):
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Returns `decode(encode(x))`, float32 `(N, H, W, C)` in [0, 1]."""
+        self._check_image_spec(x)
         return self._inference.run(
             "reconstruct", x, batch_size, verbose, steps, callbacks
         )
@@ -239,6 +241,7 @@ class VQVAE(keras.Model):
         Raises:
             ValueError: on NaN or infinite pixels, naming the images.
         """
+        self._check_image_spec(images)
         outputs = self._inference.run("encode", images, batch_size, verbose, steps)
         bad = np.flatnonzero(~outputs["finite"])
         if bad.size:
@@ -257,6 +260,7 @@ class VQVAE(keras.Model):
                 "`project` needs a quantizer with a projection to code space (a "
                 f"VectorQuantizer). Received: {type(self.quantizer).__name__}"
             )
+        self._check_image_spec(images)
         return self._inference.run("project", images, batch_size, verbose, steps)
 
     def decode(self, tokens, batch_size=None, verbose=0, steps=None):
@@ -265,6 +269,9 @@ class VQVAE(keras.Model):
         Raises:
             ValueError: on token ids outside `[0, num_embeddings)`.
         """
+        spec = _input_spec(tokens)
+        if spec is not None:
+            self._check_token_spec(*spec)
         outputs = self._inference.run("decode", tokens, batch_size, verbose, steps)
         bad = np.flatnonzero(~outputs["valid"])
         if bad.size:
@@ -318,16 +325,7 @@ class VQVAE(keras.Model):
         return self.quantizer.project(self._features(inputs))
 
     def _decode_graph(self, tokens):
-        dtype = keras.backend.standardize_dtype(tokens.dtype)
-        if "int" not in dtype:
-            raise ValueError(
-                f"Argument `tokens` must have an integer dtype. Received: {dtype}"
-            )
-        if len(tokens.shape) != 3:
-            raise ValueError(
-                "Argument `tokens` must have shape (batch, height, width). "
-                f"Received: tokens.shape={tuple(tokens.shape)}"
-            )
+        self._check_token_spec(tuple(tokens.shape), tokens.dtype)
         tokens = ops.cast(tokens, "int32")
         num_embeddings = self.quantizer.num_embeddings
         valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
@@ -361,6 +359,26 @@ class VQVAE(keras.Model):
             return ops.cast(inputs, "float32")
         return ops.cast(inputs, "float32") / 255.0
 
+    def _check_image_spec(self, data):
+        # Checked on the host before any compiled step: TensorFlow retraces
+        # with relaxed (unknown) shapes, and on JAX a trace that raises leaves
+        # the model's variables purged.
+        spec = _input_spec(data)
+        if spec is not None:
+            self._check_image_shape(spec[0])
+
+    def _check_token_spec(self, shape, dtype):
+        dtype = keras.backend.standardize_dtype(dtype)
+        if "int" not in dtype:
+            raise ValueError(
+                f"Argument `tokens` must have an integer dtype. Received: {dtype}"
+            )
+        if len(shape) != 3:
+            raise ValueError(
+                "Argument `tokens` must have shape (batch, height, width). "
+                f"Received: tokens.shape={tuple(shape)}"
+            )
+
     def _check_image_shape(self, shape):
         shape = tuple(shape)
         if len(shape) != 4:
@@ -381,6 +399,24 @@ class VQVAE(keras.Model):
                     f"the encoder stride {self.stride}. Received: "
                     f"images.shape={shape}"
                 )
+
+
+def _input_spec(data):
+    """`(shape, dtype)` of the images or tokens in `data`, or `None` if unknown.
+
+    Understands arrays and tensors, tf.data datasets (their element spec) and
+    the `(x, y)` and `{"image": x}` structures that Keras' `predict` accepts.
+    """
+    if hasattr(data, "element_spec"):
+        data = data.element_spec
+    if isinstance(data, (tuple, list)) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        data = data.get("image")
+    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
+    if shape is None or dtype is None or getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape), dtype
 
 
 class _InferenceModel(keras.Model):

@@ -7,6 +7,22 @@ class LayerChain(keras.layers.Layer):
     Subclasses fill `self.chain` in `__init__`; building, calling and shape
     inference walk the chain in order, so each architecture file only says
     which layers it is made of.
+
+    Example:
+
+    ```python
+    class TinyEncoder(LayerChain):
+        stride = 2
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.chain = [
+                keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+                keras.layers.ReLU(),
+            ]
+
+    TinyEncoder()(np.zeros((1, 8, 8, 3))).shape  # (1, 4, 4, 8)
+    ```
     """
 
     def build(self, input_shape):

@@ -230,8 +230,7 @@ class VQVAE(keras.Model):
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Returns `decode(encode(x))`, float32 `(N, H, W, C)` in [0, 1]."""
-        self._check_image_spec(x)
-        return self._inference.run(
+        return self._run_on_images(
             "reconstruct", x, batch_size, verbose, steps, callbacks
         )
 
@@ -241,16 +240,7 @@ class VQVAE(keras.Model):
         Raises:
             ValueError: on NaN or infinite pixels, naming the images.
         """
-        self._check_image_spec(images)
-        outputs = self._inference.run("encode", images, batch_size, verbose, steps)
-        bad = np.flatnonzero(~outputs["finite"])
-        if bad.size:
-            raise ValueError(
-                "Argument `images` must hold finite pixel values. Received NaN or "
-                f"infinite values in {bad.size} image(s), at indices "
-                f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}"
-            )
-        return outputs["tokens"]
+        return self._run_on_images("encode", images, batch_size, verbose, steps)
 
     def project(self, images, batch_size=None, verbose=0, steps=None):
         """Returns the float32 encoder outputs `z_e` `(N, h, w, D)` that a
@@ -260,8 +250,7 @@ class VQVAE(keras.Model):
                 "`project` needs a quantizer with a projection to code space (a "
                 f"VectorQuantizer). Received: {type(self.quantizer).__name__}"
             )
-        self._check_image_spec(images)
-        return self._inference.run("project", images, batch_size, verbose, steps)
+        return self._run_on_images("project", images, batch_size, verbose, steps)
 
     def decode(self, tokens, batch_size=None, verbose=0, steps=None):
         """Returns float32 images in [0, 1] decoded from int token grids.
@@ -314,15 +303,28 @@ class VQVAE(keras.Model):
         return self.encoder(images, training=training)
 
     def _encode_graph(self, inputs):
-        images = self._images(inputs)
         tokens = self.quantizer.tokenize(self._features(inputs))
-        return {
-            "tokens": tokens,
-            "finite": ops.all(ops.isfinite(images), axis=(1, 2, 3)),
-        }
+        return {"output": tokens, **self._image_facts(inputs)}
 
     def _project_graph(self, inputs):
-        return self.quantizer.project(self._features(inputs))
+        features = self.quantizer.project(self._features(inputs))
+        return {"output": features, **self._image_facts(inputs)}
+
+    def _reconstruct_graph(self, inputs):
+        # decode(encode(x)) by construction: the same token path as `encode`,
+        # so near-ties between codes cannot make the two disagree.
+        tokens = self.quantizer.tokenize(self._features(inputs))
+        return {"output": self._images_from_tokens(tokens), **self._image_facts(inputs)}
+
+    def _image_facts(self, inputs):
+        """Per image: all pixels finite, and the height and width (shapes of
+        datasets may only be known here, after the host-side checks)."""
+        images = self._images(inputs)
+        batch, height, width = ops.shape(images)[:3]
+        return {
+            "finite": ops.all(ops.isfinite(images), axis=(1, 2, 3)),
+            "size": ops.broadcast_to(ops.stack([height, width]), (batch, 2)),
+        }
 
     def _decode_graph(self, tokens):
         self._check_token_spec(tuple(tokens.shape), tokens.dtype)
@@ -340,24 +342,27 @@ class VQVAE(keras.Model):
         decoder_output = self.decoder(self.quantizer.lookup(tokens))
         return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
 
-    def _reconstruct_graph(self, inputs):
-        # decode(encode(x)) by construction: the same token path as `encode`,
-        # so near-ties between codes cannot make the two disagree.
-        return self._images_from_tokens(self.quantizer.tokenize(self._features(inputs)))
-
     def _images(self, inputs):
         """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""
-        if isinstance(inputs, dict):
-            if "image" not in inputs:
-                raise ValueError(
-                    "Dict inputs must hold the images under the key 'image' (as "
-                    f"tensorflow-datasets does). Received keys: {sorted(inputs)}"
-                )
-            inputs = inputs["image"]
+        inputs = _image_entry(inputs)
         self._check_image_shape(inputs.shape)
         if keras.backend.is_float_dtype(inputs.dtype):
             return ops.cast(inputs, "float32")
         return ops.cast(inputs, "float32") / 255.0
+
+    def _run_on_images(self, name, data, batch_size, verbose, steps, callbacks=None):
+        self._check_image_spec(data)
+        outputs = self._inference.run(name, data, batch_size, verbose, steps, callbacks)
+        bad = np.flatnonzero(~outputs["finite"])
+        if bad.size:
+            raise ValueError(
+                "Argument `images` must hold finite pixel values. Received NaN or "
+                f"infinite values in {bad.size} image(s), at indices "
+                f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}"
+            )
+        for height, width in np.unique(outputs["size"], axis=0):
+            self._check_image_shape((None, height, width, None))
+        return outputs["output"]
 
     def _check_image_spec(self, data):
         # Checked on the host before any compiled step: TensorFlow retraces
@@ -411,12 +416,23 @@ def _input_spec(data):
         data = data.element_spec
     if isinstance(data, (tuple, list)) and data:
         data = data[0]
-    if isinstance(data, dict):
-        data = data.get("image")
+    data = _image_entry(data)
     shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
     if shape is None or dtype is None or getattr(shape, "rank", 0) is None:
         return None
     return tuple(shape), dtype
+
+
+def _image_entry(data):
+    """The images of a tfds-style dict (`data` itself if not a dict)."""
+    if not isinstance(data, dict):
+        return data
+    if "image" not in data:
+        raise ValueError(
+            "Dict inputs must hold the images under the key 'image' (as "
+            f"tensorflow-datasets does). Received keys: {sorted(data)}"
+        )
+    return data["image"]
 
 
 class _InferenceModel(keras.Model):
@@ -453,10 +469,22 @@ class _InferenceModels:
                 f"`{name}` needs a built model: call `fit()`, `build()` or the "
                 "model itself on a batch first, or load a saved model."
             )
-        return self.models[name].predict(
-            data,
-            batch_size=batch_size,
-            verbose=verbose,
-            steps=steps,
-            callbacks=callbacks,
-        )
+        # Keras' JAX `predict` purges the model's variables while it runs and
+        # loses them if the step raises (e.g. a dataset whose shapes are only
+        # known in the trace): keep references (JAX arrays are immutable) to
+        # put them back.
+        variables = self.vqvae.variables
+        on_jax = keras.backend.backend() == "jax"
+        values = [variable.value for variable in variables] if on_jax else []
+        try:
+            return self.models[name].predict(
+                data,
+                batch_size=batch_size,
+                verbose=verbose,
+                steps=steps,
+                callbacks=callbacks,
+            )
+        except Exception:
+            for variable, value in zip(variables, values, strict=False):
+                variable.assign(value)
+            raise

@@ -10,7 +10,7 @@ an interrupted run.
 """
 
 import argparse
-import math
+import json
 import os
 import sys
 
@@ -20,41 +20,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_dvq.callbacks import KLWeightRamp  # noqa: E402
+from keras_dvq import recipe  # noqa: E402
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
-from keras_dvq.callbacks import TemperatureAnnealing  # noqa: E402
-from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
-from keras_dvq.models import VQVAE  # noqa: E402
-from keras_dvq.schedules import CosineAnnealing  # noqa: E402
+from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
+from keras_dvq.recipe import HPARAM_KEYS  # noqa: E402
+from keras_dvq.recipe import non_negative_float  # noqa: E402
+from keras_dvq.recipe import non_negative_int  # noqa: E402
+from keras_dvq.recipe import positive_float  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
 
 KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
 LOGGED_IMAGES = 1024  # validation images behind the usage chart
 MAX_SCANNED_BATCHES = 64  # the logged images are spread over these
 
 
-def parse_args(argv=None):
+def make_parser():
     parser = argparse.ArgumentParser(
+        prog="train.py",
         description="Train a VQ-VAE (keras-dvq).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     # The original repo's flags.
     add("--vq_flavor", choices=["vqvae", "gumbel"], default="vqvae")
-    add("--enc_dec_flavor", choices=["deepmind", "openai"], default="deepmind")
-    add("--loss_flavor", choices=["l2", "logit_laplace"], default="l2")
-    add("--num_embeddings", type=positive_int, default=512)
-    add("--embedding_dim", type=positive_int, default=64)
-    add("--n_hid", type=positive_int, default=64)
-    add("--batch_size", type=positive_int, default=128)
-    add("--data_dir", default=None, help="tensorflow-datasets data directory")
+    recipe.add_model_flags(parser)
     add("--gpus", type=non_negative_int, default=0, help="0 or 1 (one device)")
     # Ours.
-    add("--dataset", default="cifar10", help="sample | folder:PATH | a tfds name")
     add("--out", required=True, help="output directory")
     add("--max_steps", type=positive_int, default=1500)
     add("--epochs", type=positive_int, default=None, help="full passes instead")
-    add("--seed", type=int, default=0)
     add("--resume", action="store_true", help="continue an interrupted run")
     add(
         "--seed_faithful",
@@ -66,33 +61,111 @@ def parse_args(argv=None):
         action="store_true",
         help="skip the k-means codebook initialization (vqvae flavor)",
     )
-    add("--learning_rate", type=positive_float, default=3e-4)
-    return parser.parse_args(argv)
+    add(
+        "--hparams",
+        metavar="JSON",
+        help="a file of flag values, e.g. scripts/tune_gumbel.py's "
+        "best_hyperparameters.json; keys: " + ", ".join(HPARAM_KEYS) + "; flags "
+        "given on the command line win",
+    )
+    # Unset flags stay absent (SUPPRESS): their defaults depend on --vq_flavor.
+    unset = argparse.SUPPRESS
+    add(
+        "--learning_rate",
+        type=positive_float,
+        default=unset,
+        help=f"peak learning rate (default: {recipe.LEARNING_RATE}; gumbel: "
+        f"{GUMBEL_DEFAULTS['learning_rate']:g})",
+    )
+    gumbel = parser.add_argument_group(
+        "gumbel flavor",
+        "Schedule lengths are fractions of the run's total steps (above 1: the "
+        "schedule ends after the run). Defaults: the README's 'Tuning the "
+        "Gumbel quantizer'.",
+    )
+    for name, kind in (
+        ("temperature_start", positive_float),
+        ("temperature_end", positive_float),
+        ("temperature_anneal_fraction", positive_float),
+        ("kl_weight", non_negative_float),
+        ("kl_ramp_fraction", positive_float),
+    ):
+        gumbel.add_argument(
+            f"--{name}",
+            type=kind,
+            default=unset,
+            help=f"default: {GUMBEL_DEFAULTS[name]:g}",
+        )
+    gumbel.add_argument(
+        "--straight_through",
+        action=argparse.BooleanOptionalAction,
+        default=unset,
+        help="hard one-hot forward pass (default: "
+        f"{GUMBEL_DEFAULTS['straight_through']})",
+    )
+    return parser
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def parse_args(argv=None):
+    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.hparams:
+        try:
+            words = hparams_argv(args.hparams)
+        except ValueError as error:
+            parser.error(f"--hparams {args.hparams}: {error}")
+        # The file's values first: a flag repeated on the command line wins.
+        args = parser.parse_args(words + argv)
+    return args
 
 
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+def hparams_argv(path):
+    """The command-line words that a `--hparams` JSON file stands for."""
+    try:
+        with open(path) as file:
+            values = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read it: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError("expected a JSON object of flag values")
+    words = []
+    for key, value in values.items():
+        if key not in HPARAM_KEYS:
+            raise ValueError(
+                f"unknown key {key!r}; expected some of: {', '.join(HPARAM_KEYS)}"
+            )
+        if key == "straight_through":
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"'straight_through' must be true or false, got {value!r}"
+                )
+            words.append("--straight_through" if value else "--no-straight_through")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"bad value for {key!r}: {json.dumps(value)}")
+        else:
+            words += [f"--{key}", str(value)]
+    return words
 
 
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def recipe_hparams(args):
+    """The learning rate and, for the gumbel flavor, its hyperparameters:
+    the flags given, else the flavor's defaults."""
+    given = {key: getattr(args, key) for key in GUMBEL_DEFAULTS if hasattr(args, key)}
+    if args.vq_flavor == "gumbel":
+        return {**GUMBEL_DEFAULTS, **given}
+    gumbel_only = sorted(set(given) - {"learning_rate"})
+    if gumbel_only:
+        raise ValueError(f"--{gumbel_only[0]} applies to --vq_flavor gumbel only.")
+    return {"learning_rate": given.get("learning_rate", recipe.LEARNING_RATE)}
 
 
-def build_model(args):
-    model = VQVAE.from_flavors(
+def build_model(args, hparams):
+    quantizer_kwargs = {}
+    if args.vq_flavor == "gumbel":
+        quantizer_kwargs = recipe.gumbel_quantizer_kwargs(hparams)
+    return recipe.build_model(
+        learning_rate=hparams["learning_rate"],
         vq_flavor=args.vq_flavor,
         enc_dec_flavor=args.enc_dec_flavor,
         loss_flavor=args.loss_flavor,
@@ -100,11 +173,8 @@ def build_model(args):
         embedding_dim=args.embedding_dim,
         n_hid=args.n_hid,
         seed_faithful=args.seed_faithful,
+        **quantizer_kwargs,
     )
-    # The original's cosine decay 3e-4 -> 1.25e-6 over 1.2M steps.
-    schedule = CosineAnnealing(start_value=args.learning_rate)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
-    return model
 
 
 def train(args):
@@ -121,31 +191,27 @@ def train(args):
         )
     if args.resume and not os.path.isdir(backup_dir):
         raise ValueError(f"--resume: no interrupted run to continue in {args.out}.")
+    hparams = recipe_hparams(args)
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
 
-    train_data = load_dataset(
-        args.dataset, "train", args.batch_size, data_dir=args.data_dir, seed=args.seed
-    )
-    val_data = load_dataset(
-        args.dataset, "validation", args.batch_size, data_dir=args.data_dir
+    train_data, val_data = recipe.load_splits(
+        args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
     )
     batches_per_pass = int(train_data.cardinality())
-    if batches_per_pass < 1:
-        raise ValueError(
-            f"--dataset {args.dataset}: fewer training images than one batch of "
-            f"--batch_size {args.batch_size}."
-        )
     if args.epochs:
         epochs, steps_per_epoch = args.epochs, batches_per_pass
     else:
-        # Epochs of (at most) one pass each, max_steps in all (rounded up).
-        epochs = math.ceil(args.max_steps / batches_per_pass)
-        steps_per_epoch = math.ceil(args.max_steps / epochs)
-    model = build_model(args)
+        epochs, steps_per_epoch = recipe.run_length(batches_per_pass, args.max_steps)
+    if args.vq_flavor == "gumbel":
+        print("gumbel hyperparameters: " + json.dumps(hparams))
+    model = build_model(args, hparams)
     # BackupAndRestore (and KMeansInit) need the variables before fit starts.
     model.build((None,) + tuple(train_data.element_spec.shape[1:]))
-    callbacks = make_callbacks(args, model, train_data, val_data, backup_dir)
+    schedules = []
+    if args.vq_flavor == "gumbel":
+        schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
+    callbacks = make_callbacks(args, schedules, train_data, val_data, backup_dir)
     model.fit(
         train_data.repeat(),
         epochs=epochs,
@@ -163,11 +229,14 @@ def train(args):
     return logs
 
 
-def make_callbacks(args, model, train_data, val_data, backup_dir):
+def make_callbacks(args, schedules, train_data, val_data, backup_dir):
     validation_images = np.concatenate(list(val_data.take(MAX_SCANNED_BATCHES)))
     spread = np.linspace(0, len(validation_images) - 1, LOGGED_IMAGES).astype(int)
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir),
+        # After the restore (they read the step count), before the loggers
+        # (they write their values into the epoch logs).
+        *schedules,
         keras.callbacks.ModelCheckpoint(
             os.path.join(args.out, "best.keras"),
             monitor="val_recon_loss",
@@ -189,8 +258,6 @@ def make_callbacks(args, model, train_data, val_data, backup_dir):
             list(train_data.take(-(-KMEANS_IMAGES // args.batch_size)))
         )
         callbacks.insert(0, KMeansInit(kmeans_images, seed=args.seed))
-    if args.vq_flavor == "gumbel":
-        callbacks += [TemperatureAnnealing(), KLWeightRamp()]
     return callbacks
 
 

@@ -1,5 +1,6 @@
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from keras_dvq import data as data_module
 from keras_dvq.image_logging import ReconstructionLogger
+from keras_dvq.recipe import GUMBEL_DEFAULTS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
@@ -129,3 +131,58 @@ def test_invalid_flags_exit_2_without_traceback(tmp_path, flags, match):
     assert result.returncode == 2
     assert match in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def write_hparams(tmp_path, values):
+    path = tmp_path / "hparams.json"
+    path.write_text(json.dumps(values))
+    return str(path)
+
+
+def test_hparams_file_sets_flags_and_command_line_wins(train_script, tmp_path):
+    hparams = write_hparams(
+        tmp_path, {"vq_flavor": "gumbel", "kl_weight": 0.5, "straight_through": True}
+    )
+    args = train_script.parse_args(["--hparams", hparams, "--out", str(tmp_path)])
+    recipe = train_script.recipe_hparams(args)
+    assert (args.vq_flavor, recipe["kl_weight"], recipe["straight_through"]) == (
+        "gumbel",
+        0.5,
+        True,
+    )
+    # Keys the file leaves out take the gumbel flavor's defaults.
+    assert recipe["temperature_end"] == GUMBEL_DEFAULTS["temperature_end"]
+    argv = ["--hparams", hparams, "--kl_weight", "0.25", "--no-straight_through"]
+    recipe = train_script.recipe_hparams(
+        train_script.parse_args([*argv, "--out", str(tmp_path)])
+    )
+    assert (recipe["kl_weight"], recipe["straight_through"]) == (0.25, False)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"kl_weigth": 1e-3}, "--hparams HPARAMS: unknown key 'kl_weigth'; expected"),
+        ({"kl_weight": -1}, "argument --kl_weight: expected a number >= 0, got -1"),
+        ({"n_hid": 8.5}, "argument --n_hid: invalid positive_int value: '8.5'"),
+        ({"straight_through": "yes"}, "'straight_through' must be true or false"),
+        ({"kl_weight": None}, "bad value for 'kl_weight': null"),
+        ([1e-3], "expected a JSON object of flag values"),
+        ("{not json", "cannot read it: Expecting property name"),
+    ],
+)
+def test_bad_hparams_file_exits_2(train_script, tmp_path, capsys, content, match):
+    path = tmp_path / "hparams.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--hparams", str(path), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("train.py: error: ")
+    assert match.replace("HPARAMS", str(path)) in error
+
+
+def test_gumbel_flags_need_the_gumbel_flavor(train_script, tmp_path, capsys):
+    assert train_script.main(["--kl_weight", "0.1", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "train.py: error: --kl_weight applies to --vq_flavor gumbel only."

@@ -1,0 +1,155 @@
+"""The training recipe that `scripts/train.py` and `scripts/tune_gumbel.py` share.
+
+Both scripts build the model, its optimizer, the run length and the Gumbel
+schedules from here, so that a keras-tuner trial and a `train.py --hparams`
+run with the trial's values are the same computation.
+
+The Gumbel flavor's hyperparameters (`GUMBEL_DEFAULTS`) give the lengths of
+the temperature anneal and the KL ramp as fractions of the run's total steps:
+a length in steps only means something relative to the run (the original
+repo's 150,000-step anneal barely moves in a 1,500-step run), and fractions
+carry a search made with short trials over to longer training. A fraction
+above 1 stretches the schedule past the end of the run.
+"""
+
+import argparse
+import math
+
+import keras
+
+from keras_dvq.callbacks import KLWeightRamp
+from keras_dvq.callbacks import TemperatureAnnealing
+from keras_dvq.data import load_dataset
+from keras_dvq.models import VQVAE
+from keras_dvq.schedules import CosineAnnealing
+
+LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
+
+# The gumbel flavor's defaults: the original repo's hand-picked values, with
+# its schedule lengths (150,000 and 5,000 steps) as fractions of the 1,500-step
+# default run.
+GUMBEL_DEFAULTS = {
+    "learning_rate": LEARNING_RATE,
+    "temperature_start": 1.0,
+    "temperature_end": 1.0 / 16,
+    "temperature_anneal_fraction": 100.0,
+    "kl_weight": 5e-4,
+    "kl_ramp_fraction": 5000 / 1500,
+    "straight_through": False,
+}
+
+# The model flags a tuned recipe pins down besides GUMBEL_DEFAULTS; with them,
+# the keys a `train.py --hparams` JSON file may hold (flags of the same name).
+MODEL_FLAGS = (
+    "vq_flavor",
+    "enc_dec_flavor",
+    "loss_flavor",
+    "num_embeddings",
+    "embedding_dim",
+    "n_hid",
+    "batch_size",
+)
+HPARAM_KEYS = MODEL_FLAGS + tuple(GUMBEL_DEFAULTS)
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def add_model_flags(parser):
+    """Adds the original repo's model and data flags (all but `--vq_flavor`)
+    and `--dataset`, `--seed` to an argparse parser."""
+    add = parser.add_argument
+    add("--enc_dec_flavor", choices=["deepmind", "openai"], default="deepmind")
+    add("--loss_flavor", choices=["l2", "logit_laplace"], default="l2")
+    add("--num_embeddings", type=positive_int, default=512)
+    add("--embedding_dim", type=positive_int, default=64)
+    add("--n_hid", type=positive_int, default=64)
+    add("--batch_size", type=positive_int, default=128)
+    add("--data_dir", default=None, help="tensorflow-datasets data directory")
+    add("--dataset", default="cifar10", help="sample | folder:PATH | a tfds name")
+    add("--seed", type=int, default=0)
+
+
+def load_splits(dataset, batch_size, data_dir=None, seed=None):
+    """The training and validation pipelines of `load_dataset`; raises
+    `ValueError` where the training split holds less than one batch."""
+    train_data = load_dataset(
+        dataset, "train", batch_size, data_dir=data_dir, seed=seed
+    )
+    val_data = load_dataset(dataset, "validation", batch_size, data_dir=data_dir)
+    if int(train_data.cardinality()) < 1:
+        raise ValueError(
+            f"--dataset {dataset}: fewer training images than one batch of "
+            f"--batch_size {batch_size}."
+        )
+    return train_data, val_data
+
+
+def run_length(batches_per_pass, max_steps):
+    """`(epochs, steps_per_epoch)`: epochs of at most one pass over the
+    training data each, `max_steps` in all (rounded up to whole epochs)."""
+    epochs = math.ceil(max_steps / batches_per_pass)
+    return epochs, math.ceil(max_steps / epochs)
+
+
+def build_model(learning_rate=LEARNING_RATE, **flavor_kwargs):
+    """A compiled `VQVAE.from_flavors(**flavor_kwargs)`.
+
+    The optimizer is the original's AdamW (weight decay 1e-4) with its cosine
+    decay of the learning rate to 1.25e-6 over 1,200,000 steps.
+    """
+    model = VQVAE.from_flavors(**flavor_kwargs)
+    schedule = CosineAnnealing(start_value=learning_rate)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
+    return model
+
+
+def gumbel_quantizer_kwargs(hparams):
+    """`GumbelQuantizer` arguments of a dict shaped like `GUMBEL_DEFAULTS`."""
+    return {
+        "temperature": hparams["temperature_start"],
+        "kl_weight": hparams["kl_weight"],
+        "straight_through": hparams["straight_through"],
+    }
+
+
+def gumbel_callbacks(hparams, total_steps):
+    """Fresh temperature-annealing and KL-ramp callbacks for a run of
+    `total_steps` steps, from a dict shaped like `GUMBEL_DEFAULTS`."""
+
+    def steps(fraction):
+        return max(1, round(fraction * total_steps))
+
+    return [
+        TemperatureAnnealing(
+            hparams["temperature_start"],
+            hparams["temperature_end"],
+            steps(hparams["temperature_anneal_fraction"]),
+        ),
+        KLWeightRamp(0.0, hparams["kl_weight"], steps(hparams["kl_ramp_fraction"])),
+    ]

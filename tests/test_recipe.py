@@ -1,0 +1,47 @@
+import pytest
+
+from keras_dvq.callbacks import KLWeightRamp
+from keras_dvq.callbacks import TemperatureAnnealing
+from keras_dvq.recipe import GUMBEL_DEFAULTS
+from keras_dvq.recipe import gumbel_callbacks
+from keras_dvq.recipe import gumbel_quantizer_kwargs
+from keras_dvq.recipe import run_length
+
+
+@pytest.mark.parametrize(
+    "batches_per_pass, max_steps, expected",
+    [(163, 1500, (10, 150)), (163, 400, (3, 134)), (5, 6, (2, 3)), (163, 1, (1, 1))],
+)
+def test_run_length_takes_epochs_of_at_most_one_pass(
+    batches_per_pass, max_steps, expected
+):
+    epochs, steps_per_epoch = run_length(batches_per_pass, max_steps)
+    assert (epochs, steps_per_epoch) == expected
+    assert steps_per_epoch <= batches_per_pass
+    assert max_steps <= epochs * steps_per_epoch < max_steps + epochs
+
+
+def test_gumbel_schedule_lengths_are_fractions_of_the_run():
+    hparams = {**GUMBEL_DEFAULTS, "temperature_anneal_fraction": 0.5}
+    hparams.update(kl_ramp_fraction=1e-6, temperature_start=2.0, kl_weight=1e-3)
+    temperature, kl_ramp = gumbel_callbacks(hparams, total_steps=1000)
+    assert isinstance(temperature, TemperatureAnnealing)
+    assert isinstance(kl_ramp, KLWeightRamp)
+    assert (temperature.start_value, temperature.num_steps) == (2.0, 500)
+    assert temperature.end_value == GUMBEL_DEFAULTS["temperature_end"]
+    assert (kl_ramp.start_value, kl_ramp.end_value) == (0.0, 1e-3)
+    assert kl_ramp.num_steps == 1  # never shorter than one step
+    # Fresh callbacks on every call: they carry per-run state.
+    assert gumbel_callbacks(hparams, 1000)[0] is not temperature
+
+
+def test_original_schedules_at_the_default_run_length():
+    temperature, kl_ramp = gumbel_callbacks(
+        {**GUMBEL_DEFAULTS, "temperature_anneal_fraction": 100.0,
+         "kl_ramp_fraction": 5000 / 1500},
+        total_steps=1500,
+    )  # fmt: skip
+    assert (temperature.num_steps, kl_ramp.num_steps) == (150_000, 5000)
+    kwargs = gumbel_quantizer_kwargs({**GUMBEL_DEFAULTS, "straight_through": True})
+    assert kwargs["straight_through"] is True
+    assert kwargs["temperature"] == GUMBEL_DEFAULTS["temperature_start"]

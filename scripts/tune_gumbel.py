@@ -1,0 +1,230 @@
+"""Searches the Gumbel flavor's hyperparameters with keras-tuner.
+
+    python scripts/tune_gumbel.py --dataset sample --max_trials 30 --out runs/tune
+
+Every trial trains a fresh `--vq_flavor gumbel` model for `--max_steps` steps
+and is scored by its lowest validation `recon_loss` (noise-free argmax codes).
+Writes into --out: `search/` (keras-tuner's state; re-running the same command
+continues the search where it stopped), `trials.csv` (every trial's
+hyperparameters, val_recon_loss, val_perplexity and val_cluster_use, the last
+two from the trial's best epoch) and `best_hyperparameters.json`, which
+`scripts/train.py --hparams` trains with.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+# Quiet TensorFlow's start-up chatter before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner  # noqa: E402
+
+from keras_dvq import recipe  # noqa: E402
+from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
+from keras_dvq.recipe import MODEL_FLAGS  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
+
+OBJECTIVE = "val_recon_loss"
+USAGE_METRICS = ("val_perplexity", "val_cluster_use")
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+class GumbelHyperModel(keras_tuner.HyperModel):
+    """The search space of the Gumbel flavor's training recipe.
+
+    `build` makes a fresh, compiled model per trial; `fit` adds fresh
+    temperature-annealing and KL-ramp callbacks (they hold per-run state, so
+    no two trials may share them) sized to the whole run of `total_steps`.
+    The schedule lengths are searched as fractions of the run (see
+    `keras_dvq.recipe`), from a tenth of the run to ten runs long, which
+    covers both schedules that finish inside a short trial and the original
+    repo's, which barely start.
+
+    Args:
+        model_kwargs: dict. `VQVAE.from_flavors` arguments other than the
+            quantizer's, e.g. `{"enc_dec_flavor": "deepmind", "n_hid": 64}`.
+        total_steps: int. Steps of a full trial.
+        seed: int. Seed of every trial's initial weights (the same for all,
+            so that trials differ by their hyperparameters only).
+
+    Example:
+
+    ```python
+    hypermodel = GumbelHyperModel({"n_hid": 64}, total_steps=400)
+    tuner = keras_tuner.RandomSearch(
+        hypermodel, objective=keras_tuner.Objective("val_recon_loss", "min"),
+        max_trials=30, directory="runs/tune", project_name="search",
+    )
+    tuner.search(train_data, epochs=2, steps_per_epoch=200,
+                 validation_data=val_data)
+    ```
+    """
+
+    def __init__(self, model_kwargs, total_steps, seed=0):
+        super().__init__(name="gumbel")
+        self.model_kwargs = dict(model_kwargs)
+        self.total_steps = total_steps
+        self.seed = seed
+
+    @staticmethod
+    def hyperparameters(hp):
+        """The search space; returns a dict shaped like `GUMBEL_DEFAULTS`."""
+        log = {"sampling": "log"}
+        return {
+            "learning_rate": hp.Float("learning_rate", 1e-4, 3e-3, **log),
+            "temperature_start": hp.Float("temperature_start", 0.5, 2.0, **log),
+            "temperature_end": hp.Float("temperature_end", 1 / 64, 0.5, **log),
+            "temperature_anneal_fraction": hp.Float(
+                "temperature_anneal_fraction", 0.1, 10.0, **log
+            ),
+            "kl_weight": hp.Float("kl_weight", 1e-6, 1e-2, **log),
+            "kl_ramp_fraction": hp.Float("kl_ramp_fraction", 0.02, 5.0, **log),
+            "straight_through": hp.Boolean("straight_through"),
+        }
+
+    def build(self, hp):
+        hparams = self.hyperparameters(hp)
+        keras.utils.set_random_seed(self.seed)
+        return recipe.build_model(
+            learning_rate=hparams["learning_rate"],
+            vq_flavor="gumbel",
+            **self.model_kwargs,
+            **recipe.gumbel_quantizer_kwargs(hparams),
+        )
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        hparams = self.hyperparameters(hp)
+        initial_epoch = kwargs.get("initial_epoch", 0)
+        if initial_epoch:
+            # Hyperband continues a trial from weights only: restore the step
+            # count so that the schedules and the learning rate continue too.
+            model.optimizer.build(model.trainable_variables)
+            model.optimizer.iterations.assign(initial_epoch * kwargs["steps_per_epoch"])
+        callbacks = [
+            *(callbacks or []),
+            *recipe.gumbel_callbacks(hparams, self.total_steps),
+        ]
+        return model.fit(*args, callbacks=callbacks, **kwargs)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="tune_gumbel.py",
+        description="keras-tuner search of the Gumbel flavor's hyperparameters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    recipe.add_model_flags(parser)
+    add = parser.add_argument
+    add("--out", required=True, help="output directory; re-runs continue its search")
+    add("--tuner", choices=TUNERS, default="bayesian")
+    add(
+        "--max_trials",
+        type=positive_int,
+        default=30,
+        help="trials in all, counting those of earlier runs (not hyperband)",
+    )
+    add("--max_steps", type=positive_int, default=400, help="training steps per trial")
+    return parser.parse_args(argv)
+
+
+def make_tuner(args, hypermodel, epochs):
+    common = {
+        "objective": keras_tuner.Objective(OBJECTIVE, "min"),
+        "directory": args.out,
+        "project_name": "search",
+        "overwrite": False,  # the same --out continues the search
+        "seed": args.seed,
+    }
+    if args.tuner == "hyperband":
+        return keras_tuner.Hyperband(hypermodel, max_epochs=epochs, **common)
+    if args.tuner == "bayesian":
+        return keras_tuner.BayesianOptimization(
+            hypermodel,
+            max_trials=args.max_trials,
+            # Random trials before the Gaussian process takes over.
+            num_initial_points=max(2, args.max_trials // 3),
+            **common,
+        )
+    return keras_tuner.RandomSearch(hypermodel, max_trials=args.max_trials, **common)
+
+
+def tune(args):
+    keras.utils.set_random_seed(args.seed)
+    train_data, val_data = recipe.load_splits(
+        args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
+    )
+    epochs, steps_per_epoch = recipe.run_length(
+        int(train_data.cardinality()), args.max_steps
+    )
+    model_flags = {key: getattr(args, key) for key in MODEL_FLAGS[1:]}
+    model_kwargs = {k: v for k, v in model_flags.items() if k != "batch_size"}
+    hypermodel = GumbelHyperModel(model_kwargs, epochs * steps_per_epoch, args.seed)
+    tuner = make_tuner(args, hypermodel, epochs)
+    tuner.search(
+        train_data.repeat(),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_data,
+        shuffle=False,  # the pipeline shuffles
+        verbose=2,
+    )
+    rows = trial_rows(tuner)
+    write_csv(os.path.join(args.out, "trials.csv"), rows)
+    done = [row for row in rows if row[OBJECTIVE] != ""]
+    if not done:
+        raise ValueError(f"no trial of the search in {args.out} completed.")
+    best = min(done, key=lambda row: row[OBJECTIVE])
+    best_hparams = {"vq_flavor": "gumbel", **model_flags}
+    best_hparams.update({key: best[key] for key in GUMBEL_DEFAULTS})
+    with open(os.path.join(args.out, "best_hyperparameters.json"), "w") as file:
+        json.dump(best_hparams, file, indent=2)
+        file.write("\n")
+    print(f"{len(done)} trials completed; best (trial {best['trial_id']}):")
+    for key in (OBJECTIVE, *USAGE_METRICS, *GUMBEL_DEFAULTS):
+        print(f"  {key}: {best[key]}")
+    print(f"wrote {args.out}: trials.csv, best_hyperparameters.json")
+    return best_hparams
+
+
+def trial_rows(tuner):
+    """One dict per trial: id, status, hyperparameters and metrics ("" for
+    metrics a failed or unfinished trial lacks)."""
+    rows = []
+    trials = tuner.oracle.trials
+    for trial_id in sorted(trials, key=lambda name: (len(name), name)):
+        trial = trials[trial_id]
+        row = {"trial_id": trial_id, "status": trial.status}
+        row.update(trial.hyperparameters.values)
+        for name in (OBJECTIVE, *USAGE_METRICS):
+            value = None
+            if trial.metrics.exists(name):
+                value = trial.metrics.get_last_value(name)
+            row[name] = "" if value is None else value
+        rows.append(row)
+    return rows
+
+
+def write_csv(path, rows):
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        tune(args)
+    except ValueError as error:
+        print(f"tune_gumbel.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import pytest
+
+from keras_dvq.recipe import GUMBEL_DEFAULTS
+from keras_dvq.recipe import HPARAM_KEYS
+from keras_dvq.schedules import cosine_anneal
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
+# 20,866 sample patches in batches of 4096: 5 batches a pass, so 6 steps run
+# as 2 epochs of 3 and a trial has a best epoch to pick.
+SEARCH = ["--dataset", "sample", "--batch_size", "4096", "--max_steps", "6", *TINY]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tune_script():
+    return load_script("tune_gumbel")
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    return load_script("train")
+
+
+@pytest.fixture(scope="module")
+def search(tune_script, tmp_path_factory):
+    """A finished two-trial random search; tests that change it copy it."""
+    keras.backend.clear_session(free_memory=False)
+    out = tmp_path_factory.mktemp("tune") / "search"
+    argv = [*SEARCH, "--out", str(out), "--tuner", "random", "--max_trials", "2"]
+    assert tune_script.main(argv) == 0
+    return out
+
+
+def read_trials(out):
+    with open(out / "trials.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def test_search_writes_every_trial_and_the_best(search):
+    rows = read_trials(search)
+    assert [row["trial_id"] for row in rows] == ["0", "1"]
+    for row in rows:
+        assert row["status"] == "COMPLETED"
+        assert set(GUMBEL_DEFAULTS) <= set(row)
+        assert float(row["val_recon_loss"]) > 0
+        assert 1 <= float(row["val_perplexity"]) <= 16
+        assert 1 <= float(row["val_cluster_use"]) <= 16
+    # Two trials drew different values.
+    assert rows[0]["kl_weight"] != rows[1]["kl_weight"]
+
+    best = json.loads((search / "best_hyperparameters.json").read_text())
+    assert set(best) == set(HPARAM_KEYS)
+    winner = min(rows, key=lambda row: float(row["val_recon_loss"]))
+    assert best["kl_weight"] == float(winner["kl_weight"])
+    assert best["straight_through"] == (winner["straight_through"] == "True")
+    assert (best["vq_flavor"], best["n_hid"], best["batch_size"]) == ("gumbel", 8, 4096)
+
+
+def test_best_hyperparameters_feed_train_script(search, train_script, tmp_path):
+    hparams = search / "best_hyperparameters.json"
+    best = json.loads(hparams.read_text())
+    out = tmp_path / "run"
+    argv = ["--hparams", str(hparams), "--dataset", "sample", "--out", str(out),
+            "--max_steps", "4"]  # fmt: skip
+    assert train_script.main(argv) == 0
+
+    model = keras.models.load_model(out / "model.keras")
+    quantizer = model.quantizer
+    assert (quantizer.num_embeddings, quantizer.embedding_dim) == (16, 4)
+    assert quantizer.straight_through == best["straight_through"]
+    # The schedules follow the file's values, their lengths scaled to the run.
+    with open(out / "metrics.csv") as file:
+        last = list(csv.DictReader(file))[-1]
+    anneal_steps = max(1, round(best["temperature_anneal_fraction"] * 4))
+    temperature = cosine_anneal(
+        3, best["temperature_start"], best["temperature_end"], anneal_steps
+    )
+    assert float(last["temperature"]) == pytest.approx(temperature, rel=1e-4)
+    kl_weight = cosine_anneal(
+        3, 0.0, best["kl_weight"], max(1, round(best["kl_ramp_fraction"] * 4))
+    )
+    assert float(last["kl_weight"]) == pytest.approx(kl_weight, rel=1e-4, abs=1e-12)
+
+
+def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
+    out = tmp_path / "search"
+    shutil.copytree(search, out)
+    builds = []
+    original_build = tune_script.GumbelHyperModel.build
+
+    def counting_build(self, hp):
+        builds.append(dict(hp.values))
+        return original_build(self, hp)
+
+    monkeypatch.setattr(tune_script.GumbelHyperModel, "build", counting_build)
+    argv = [*SEARCH, "--out", str(out), "--tuner", "random"]
+    assert tune_script.main([*argv, "--max_trials", "2"]) == 0
+    assert builds == []  # both trials were done: nothing to train
+    assert tune_script.main([*argv, "--max_trials", "3"]) == 0
+    assert len(builds) == 1  # one more trial, the first two kept
+
+    rows = read_trials(out)
+    assert [row["trial_id"] for row in rows] == ["0", "1", "2"]
+    assert rows[:2] == read_trials(search)
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--tuner", "grid"], "argument --tuner: invalid choice: 'grid'"),
+        (
+            ["--max_trials", "0"],
+            "argument --max_trials: expected a positive integer, got 0",
+        ),
+        (["--max_steps", "x"], "argument --max_steps: invalid positive_int value"),
+    ],
+)
+def test_invalid_flags_exit_2(tune_script, tmp_path, capsys, flags, match):
+    with pytest.raises(SystemExit) as exit_info:
+        tune_script.main(["--dataset", "sample", "--out", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"tune_gumbel.py: error: {match}" in error
+
+
+def test_too_large_batch_is_a_one_line_error(tune_script, tmp_path, capsys):
+    argv = ["--dataset", "sample", "--out", str(tmp_path), "--batch_size", "100000"]
+    assert tune_script.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("tune_gumbel.py: error: --dataset sample: fewer training")
+    assert "\n" not in error

@@ -102,7 +102,6 @@ class GumbelHyperModel(keras_tuner.HyperModel):
         if initial_epoch:
             # Hyperband continues a trial from weights only: restore the step
             # count so that the schedules and the learning rate continue too.
-            model.optimizer.build(model.trainable_variables)
             model.optimizer.iterations.assign(initial_epoch * kwargs["steps_per_epoch"])
         callbacks = [
             *(callbacks or []),

@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from keras_dvq import data as data_module
 from keras_dvq.image_logging import ReconstructionLogger
 from keras_dvq.recipe import GUMBEL_DEFAULTS
+from tests.testing import image_folder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
@@ -23,17 +23,6 @@ def train_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def image_folder(root, count=40):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    root.mkdir()
-    for index in range(count):
-        pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / f"{index:03d}.png")
-    return f"folder:{root}"
 
 
 @pytest.mark.slow

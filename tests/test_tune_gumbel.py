@@ -5,17 +5,20 @@ import shutil
 from pathlib import Path
 
 import keras
+import keras_tuner
 import pytest
 
 from keras_dvq.recipe import GUMBEL_DEFAULTS
 from keras_dvq.recipe import HPARAM_KEYS
+from keras_dvq.recipe import load_splits
 from keras_dvq.schedules import cosine_anneal
+from tests.testing import image_folder
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
-# 20,866 sample patches in batches of 4096: 5 batches a pass, so 6 steps run
-# as 2 epochs of 3 and a trial has a best epoch to pick.
-SEARCH = ["--dataset", "sample", "--batch_size", "4096", "--max_steps", "6", *TINY]
+# 36 training images in batches of 8: 4 batches a pass, so 6 steps run as 2
+# epochs of 3 and a trial has a best epoch to pick.
+RUN = ["--batch_size", "8", "--max_steps", "6", *TINY]
 
 
 def load_script(name):
@@ -39,10 +42,11 @@ def train_script():
 def search(tune_script, tmp_path_factory):
     """A finished two-trial random search; tests that change it copy it."""
     keras.backend.clear_session(free_memory=False)
-    out = tmp_path_factory.mktemp("tune") / "search"
-    argv = [*SEARCH, "--out", str(out), "--tuner", "random", "--max_trials", "2"]
-    assert tune_script.main(argv) == 0
-    return out
+    root = tmp_path_factory.mktemp("tune")
+    dataset = image_folder(root / "images")
+    argv = ["--dataset", dataset, *RUN, "--out", str(root / "search")]
+    assert tune_script.main([*argv, "--tuner", "random", "--max_trials", "2"]) == 0
+    return root / "search", argv
 
 
 def read_trials(out):
@@ -51,6 +55,7 @@ def read_trials(out):
 
 
 def test_search_writes_every_trial_and_the_best(search):
+    search, _ = search
     rows = read_trials(search)
     assert [row["trial_id"] for row in rows] == ["0", "1"]
     for row in rows:
@@ -67,14 +72,16 @@ def test_search_writes_every_trial_and_the_best(search):
     winner = min(rows, key=lambda row: float(row["val_recon_loss"]))
     assert best["kl_weight"] == float(winner["kl_weight"])
     assert best["straight_through"] == (winner["straight_through"] == "True")
-    assert (best["vq_flavor"], best["n_hid"], best["batch_size"]) == ("gumbel", 8, 4096)
+    assert (best["vq_flavor"], best["n_hid"], best["batch_size"]) == ("gumbel", 8, 8)
 
 
 def test_best_hyperparameters_feed_train_script(search, train_script, tmp_path):
+    search, argv = search
+    dataset = argv[1]
     hparams = search / "best_hyperparameters.json"
     best = json.loads(hparams.read_text())
     out = tmp_path / "run"
-    argv = ["--hparams", str(hparams), "--dataset", "sample", "--out", str(out),
+    argv = ["--hparams", str(hparams), "--dataset", dataset, "--out", str(out),
             "--max_steps", "4"]  # fmt: skip
     assert train_script.main(argv) == 0
 
@@ -97,6 +104,7 @@ def test_best_hyperparameters_feed_train_script(search, train_script, tmp_path):
 
 
 def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
+    search, argv = search
     out = tmp_path / "search"
     shutil.copytree(search, out)
     builds = []
@@ -107,7 +115,7 @@ def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
         return original_build(self, hp)
 
     monkeypatch.setattr(tune_script.GumbelHyperModel, "build", counting_build)
-    argv = [*SEARCH, "--out", str(out), "--tuner", "random"]
+    argv = [*argv[:-1], str(out), "--tuner", "random"]
     assert tune_script.main([*argv, "--max_trials", "2"]) == 0
     assert builds == []  # both trials were done: nothing to train
     assert tune_script.main([*argv, "--max_trials", "3"]) == 0
@@ -116,6 +124,34 @@ def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
     rows = read_trials(out)
     assert [row["trial_id"] for row in rows] == ["0", "1", "2"]
     assert rows[:2] == read_trials(search)
+
+
+def test_bayesian_tuner_search(tune_script, tmp_path):
+    dataset = image_folder(tmp_path / "images")
+    argv = ["--dataset", dataset, *RUN, "--out", str(tmp_path)]
+    assert tune_script.main([*argv, "--tuner", "bayesian", "--max_trials", "2"]) == 0
+    rows = read_trials(tmp_path)
+    assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"]
+
+
+def test_continued_trial_continues_the_schedules(tune_script, tmp_path):
+    """Hyperband continues a trial from weights only, at `initial_epoch`."""
+    train_data, _ = load_splits(image_folder(tmp_path / "images"), batch_size=8)
+    hypermodel = tune_script.GumbelHyperModel(
+        {"n_hid": 8, "num_embeddings": 16, "embedding_dim": 4}, total_steps=6
+    )
+    hp = keras_tuner.HyperParameters()
+    hypermodel.hyperparameters(hp)
+    hp.values.update(temperature_anneal_fraction=2.0, temperature_start=1.0)
+    model = hypermodel.build(hp)
+    hypermodel.fit(
+        hp, model, train_data.repeat(), epochs=2, initial_epoch=1, steps_per_epoch=3
+    )
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
+    # The last step is step 5 of the run (not 2) of a 12-step anneal.
+    expected = cosine_anneal(5, 1.0, hp.values["temperature_end"], 12)
+    temperature = keras.ops.convert_to_numpy(model.quantizer.temperature)
+    assert float(temperature) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -138,8 +174,9 @@ def test_invalid_flags_exit_2(tune_script, tmp_path, capsys, flags, match):
 
 
 def test_too_large_batch_is_a_one_line_error(tune_script, tmp_path, capsys):
-    argv = ["--dataset", "sample", "--out", str(tmp_path), "--batch_size", "100000"]
+    dataset = image_folder(tmp_path / "images")
+    argv = ["--dataset", dataset, "--out", str(tmp_path), "--batch_size", "64"]
     assert tune_script.main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("tune_gumbel.py: error: --dataset sample: fewer training")
+    assert error.startswith(f"tune_gumbel.py: error: --dataset {dataset}: fewer")
     assert "\n" not in error

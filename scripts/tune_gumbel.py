@@ -5,7 +5,8 @@
 Every trial trains a fresh `--vq_flavor gumbel` model for `--max_steps` steps
 and is scored by its lowest validation `recon_loss` (noise-free argmax codes).
 Writes into --out: `search/` (keras-tuner's state; re-running the same command
-continues the search where it stopped), `trials.csv` (every trial's
+continues the search where it stopped, and a re-run with other flags than
+`--max_trials` is refused), `search_settings.json`, `trials.csv` (every trial's
 hyperparameters, val_recon_loss, val_perplexity and val_cluster_use, the last
 two from the trial's best epoch) and `best_hyperparameters.json`, which
 `scripts/train.py --hparams` trains with.
@@ -28,6 +29,12 @@ from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.recipe import MODEL_FLAGS  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
 
+# The flags a search is made with, kept in --out: a re-run continues the
+# search only with the same ones (--max_trials may grow).
+SETTINGS_FILE = "search_settings.json"
+SEARCH_FLAGS = ("dataset", "max_steps", "tuner", "seed") + tuple(
+    key for key in MODEL_FLAGS if key != "vq_flavor"
+)
 OBJECTIVE = "val_recon_loss"
 USAGE_METRICS = ("val_perplexity", "val_cluster_use")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -151,7 +158,28 @@ def make_tuner(args, hypermodel, epochs):
     return keras_tuner.RandomSearch(hypermodel, max_trials=args.max_trials, **common)
 
 
+def check_search_flags(args):
+    """Records the search's flags in --out, or checks a re-run's against them."""
+    flags = {key: getattr(args, key) for key in SEARCH_FLAGS}
+    path = os.path.join(args.out, SETTINGS_FILE)
+    if not os.path.exists(path):
+        os.makedirs(args.out, exist_ok=True)
+        with open(path, "w") as file:
+            json.dump(flags, file, indent=2)
+        return
+    with open(path) as file:
+        recorded = json.load(file)
+    for key, value in flags.items():
+        if recorded.get(key) != value:
+            raise ValueError(
+                f"--out {args.out} holds a search made with --{key} "
+                f"{recorded.get(key)}, not {value}; re-run it with the same flags "
+                "(only --max_trials may change) or choose another --out."
+            )
+
+
 def tune(args):
+    check_search_flags(args)
     keras.utils.set_random_seed(args.seed)
     train_data, val_data = recipe.load_splits(
         args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
@@ -159,7 +187,7 @@ def tune(args):
     epochs, steps_per_epoch = recipe.run_length(
         int(train_data.cardinality()), args.max_steps
     )
-    model_flags = {key: getattr(args, key) for key in MODEL_FLAGS[1:]}
+    model_flags = {key: getattr(args, key) for key in MODEL_FLAGS if key != "vq_flavor"}
     model_kwargs = {k: v for k, v in model_flags.items() if k != "batch_size"}
     hypermodel = GumbelHyperModel(model_kwargs, epochs * steps_per_epoch, args.seed)
     tuner = make_tuner(args, hypermodel, epochs)

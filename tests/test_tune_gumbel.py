@@ -126,6 +126,21 @@ def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
     assert rows[:2] == read_trials(search)
 
 
+def test_rerun_with_other_flags_is_refused(search, tune_script, tmp_path, capsys):
+    search, argv = search
+    out = tmp_path / "search"
+    shutil.copytree(search, out)
+    argv = [*argv[:-1], str(out), "--tuner", "random", "--max_steps", "9"]
+    assert tune_script.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"tune_gumbel.py: error: --out {out} holds a search made with --max_steps "
+        "6, not 9; re-run it with the same flags (only --max_trials may change) or "
+        "choose another --out."
+    )
+    assert read_trials(out) == read_trials(search)  # untouched
+
+
 def test_bayesian_tuner_search(tune_script, tmp_path):
     dataset = image_folder(tmp_path / "images")
     argv = ["--dataset", dataset, *RUN, "--out", str(tmp_path)]

@@ -121,7 +121,7 @@ def test_hard_forward_pass_emits_codebook_rows(rng):
 
 
 def test_soft_forward_pass_mixes_codes(rng):
-    quantizer = GumbelQuantizer(K, D, seed=3)
+    quantizer = GumbelQuantizer(K, D, temperature=1.0, seed=3)
     inputs = rng.normal(size=(2, 4, 4, F)).astype("float32")
     quantized = to_numpy(quantizer(inputs, training=True)[0]).reshape(-1, D)
     codebook = to_numpy(quantizer.codebook)

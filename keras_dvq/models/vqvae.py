@@ -273,6 +273,20 @@ class VQVAE(keras.Model):
             )
         return outputs["images"]
 
+    def tokenize(self, images):
+        """Token ids `(N, h, w)` of a batch of image tensors, as a tensor.
+
+        The graph-level counterpart of `encode()`, for use inside compiled
+        functions and exports (`encode()` batches arrays and datasets).
+        """
+        return self.quantizer.tokenize(self._features(images))
+
+    def detokenize(self, tokens):
+        """Float32 images in [0, 1] from a batch of token tensors; the
+        graph-level counterpart of `decode()` (ids are not range-checked)."""
+        decoder_output = self.decoder(self.quantizer.lookup(tokens))
+        return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
+
     def get_config(self):
         return {
             "name": self.name,
@@ -303,8 +317,7 @@ class VQVAE(keras.Model):
         return self.encoder(images, training=training)
 
     def _encode_graph(self, inputs):
-        tokens = self.quantizer.tokenize(self._features(inputs))
-        return {"output": tokens, **self._image_facts(inputs)}
+        return {"output": self.tokenize(inputs), **self._image_facts(inputs)}
 
     def _project_graph(self, inputs):
         features = self.quantizer.project(self._features(inputs))
@@ -313,8 +326,8 @@ class VQVAE(keras.Model):
     def _reconstruct_graph(self, inputs):
         # decode(encode(x)) by construction: the same token path as `encode`,
         # so near-ties between codes cannot make the two disagree.
-        tokens = self.quantizer.tokenize(self._features(inputs))
-        return {"output": self._images_from_tokens(tokens), **self._image_facts(inputs)}
+        images = self.detokenize(self.tokenize(inputs))
+        return {"output": images, **self._image_facts(inputs)}
 
     def _image_facts(self, inputs):
         """Per image: all pixels finite, and the height and width (shapes of
@@ -332,15 +345,11 @@ class VQVAE(keras.Model):
         num_embeddings = self.quantizer.num_embeddings
         valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
         return {
-            "images": self._images_from_tokens(ops.clip(tokens, 0, num_embeddings - 1)),
+            "images": self.detokenize(ops.clip(tokens, 0, num_embeddings - 1)),
             "valid": ops.all(valid, axis=(1, 2)),
             "min_id": ops.min(tokens, axis=(1, 2)),
             "max_id": ops.max(tokens, axis=(1, 2)),
         }
-
-    def _images_from_tokens(self, tokens):
-        decoder_output = self.decoder(self.quantizer.lookup(tokens))
-        return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
 
     def _images(self, inputs):
         """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq import distribute
 from keras_dvq import losses
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
@@ -41,8 +42,9 @@ class VQVAE(keras.Model):
     pairs or tfds dicts `{"image": ...}`; labels are ignored.
 
     Calling the model returns a dict: `"reconstruction"` (float32 images in
-    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`) and
-    `"decoder_output"` (the likelihood parameters). `encode()` and `decode()` map
+    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`), `"decoder_output"`
+    (the likelihood parameters) and `"latent_loss"` (the quantizer's added
+    loss, also in `model.losses`). `encode()` and `decode()` map
     images to token grids and back; `predict()` returns the reconstructions
     through the bottleneck, `decode(encode(x))`.
 
@@ -181,12 +183,20 @@ class VQVAE(keras.Model):
     def call(self, inputs, training=False):
         features = self._features(inputs, training=training)
         quantized, tokens = self.quantizer(features, training=training)
+        # Read right away: under tf.distribute on CPUs the replicas take turns
+        # in threads that share each layer's loss list, and hand over only at
+        # variable syncs (none from here on); the last entry is this replica's.
+        # (Empty where Keras traces without collecting losses, e.g. JAX's
+        # symbolic build.)
+        losses = self.quantizer.losses
+        latent_loss = losses[-1] if losses else ops.zeros((), "float32")
         decoder_output = self.decoder(quantized, training=training)
         reconstruction = self.reconstruction_loss.out_map(decoder_output)
         return {
             "reconstruction": ops.cast(reconstruction, "float32"),
             "tokens": tokens,
             "decoder_output": decoder_output,
+            "latent_loss": latent_loss,
         }
 
     def compile(self, optimizer=None, loss=None, **kwargs):
@@ -219,14 +229,21 @@ class VQVAE(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        targets = self.reconstruction_loss.in_map(self._images(x))
-        recon_loss = self.reconstruction_loss(targets, y_pred["decoder_output"])
-        # Python sum: ops.sum over a list of tensors breaks JAX tracing.
-        latent_loss = sum(self.losses)
+        recon_loss = self._reconstruction_nll(x, y_pred["decoder_output"])
+        latent_loss = y_pred["latent_loss"]
         self.recon_tracker.update_state(recon_loss)
         self.latent_tracker.update_state(latent_loss)
         self.codebook_usage.update_state(y_pred["tokens"])
-        return recon_loss + latent_loss
+        # Under tf.distribute the replicas' gradients are summed: each replica
+        # contributes its share, for the same step as on one device.
+        return distribute.scale_loss_for_replicas(recon_loss + latent_loss)
+
+    def _reconstruction_nll(self, x, decoder_output):
+        """Mean NLL of this replica's batch; `Loss.__call__` would already
+        divide by the replica count, which `compute_loss` does for all terms."""
+        loss = self.reconstruction_loss
+        targets = ops.cast(loss.in_map(self._images(x)), loss.dtype)
+        return ops.mean(loss.call(targets, ops.cast(decoder_output, loss.dtype)))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Returns `decode(encode(x))`, float32 `(N, H, W, C)` in [0, 1]."""
@@ -485,15 +502,45 @@ class _InferenceModels:
         variables = self.vqvae.variables
         on_jax = keras.backend.backend() == "jax"
         values = [variable.value for variable in variables] if on_jax else []
+        data, count = _pad_for_data_parallel(data, batch_size)
         try:
-            return self.models[name].predict(
+            outputs = self.models[name].predict(
                 data,
                 batch_size=batch_size,
                 verbose=verbose,
                 steps=steps,
                 callbacks=callbacks,
             )
+            return keras.tree.map_structure(lambda x: x[:count], outputs)
         except Exception:
             for variable, value in zip(variables, values, strict=False):
                 variable.assign(value)
             raise
+
+
+def _pad_for_data_parallel(data, batch_size):
+    """Pads arrays so that every batch splits evenly over the devices of a
+    `keras.distribution` (JAX), which cannot shard a ragged last batch.
+
+    Returns the data and the number of real rows (`None`: all of them).
+    """
+    distribution = keras.distribution.distribution()
+    arrays = keras.tree.flatten(data)
+    if distribution is None or not all(isinstance(a, np.ndarray) for a in arrays):
+        return data, None
+    mesh = distribution.device_mesh
+    devices = dict(zip(mesh.axis_names, mesh.shape, strict=True))[
+        distribution.batch_dim_name
+    ]
+    if (batch_size or 32) % devices:
+        raise ValueError(
+            f"Argument `batch_size` must be a multiple of the {devices} devices "
+            f"the batch is split over. Received: batch_size={batch_size}"
+        )
+    count = len(arrays[0])
+    padding = -count % devices
+    if padding:
+        data = keras.tree.map_structure(
+            lambda a: np.concatenate([a, np.repeat(a[-1:], padding, axis=0)]), data
+        )
+    return data, count

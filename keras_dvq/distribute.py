@@ -61,6 +61,17 @@ def is_chief():
     return "chief" not in cluster and task.get("index", 0) == 0
 
 
+def is_multi_worker(strategy):
+    """Whether `strategy` is a `tf.distribute` strategy across workers."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
 def distribution_scope(num_devices=None, device_type=None):
     """The scope to build, compile and `fit` a model on several devices in.
 
@@ -68,6 +79,9 @@ def distribution_scope(num_devices=None, device_type=None):
         num_devices: int or `None`. Devices of this machine to train on; `None`
             takes all of them (GPUs if any, else CPUs).
         device_type: `"GPU"`, `"CPU"` or `None` for GPUs when present.
+
+    Call it before TensorFlow runs any operation when `TF_CONFIG` names
+    several workers: their collectives are configured at start-up.
 
     Returns:
         A context manager: a `tf.distribute` strategy's scope on TensorFlow

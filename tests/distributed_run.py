@@ -6,7 +6,8 @@ CHECK is `equivalence` (one step on one device, then the same step from the
 same weights on two), `restarts` (one step on two replicas that restarts
 most codes, with the encoder outputs it saw) or `consistency` (a few steps
 on two replicas with k-means init and dead-code restarts; each replica's copy
-of the quantizer state). TensorFlow splits the CPU into two logical devices;
+of the quantizer state) or `worker` (one worker of a two-process
+TF_CONFIG cluster). TensorFlow splits the CPU into two logical devices;
 JAX needs XLA_FLAGS=--xla_force_host_platform_device_count=2. Writes the
 results as NumPy arrays.
 """
@@ -16,10 +17,11 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_dvq import distribute
 
-if keras.backend.backend() == "tensorflow":
+if keras.backend.backend() == "tensorflow" and not distribute.tf_config_workers():
     distribute.split_cpu(2)
 
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
@@ -103,6 +105,30 @@ def consistency(flavor):
     return results
 
 
+def worker(flavor):
+    """Two epochs on this worker of a TF_CONFIG cluster; the chief saves the
+    model beside the results. KERAS_DVQ_NO_WORKAROUND=1 runs Keras' own
+    multi-worker code paths instead of VQVAE's workarounds."""
+    if os.environ.get("KERAS_DVQ_NO_WORKAROUND"):
+        VQVAE._maybe_symbolic_build = keras.Model._maybe_symbolic_build
+        VQVAE.compute_metrics = keras.Model.compute_metrics
+    # First: the cluster's collectives must be configured before any op runs.
+    scope = distribute.distribution_scope()
+    data = images(64)
+    dataset = tf.data.Dataset.from_tensor_slices((data, np.zeros(64))).batch(16)
+    keras.utils.set_random_seed(0)
+    with scope:
+        model = make_model(flavor, "adam")
+    history = model.fit(dataset, epochs=2, verbose=0)
+    if distribute.is_chief():
+        model.save(os.path.join(os.environ["KERAS_DVQ_CHIEF_DIR"], "model.keras"))
+    results = {
+        f"log/{key}": np.array(values) for key, values in history.history.items()
+    }
+    results["codebook"] = keras.ops.convert_to_numpy(model.quantizer.codebook)
+    return results
+
+
 def replica_copies(variable):
     """The per-device copies of a variable, as NumPy arrays."""
     if keras.backend.backend() == "tensorflow":
@@ -117,5 +143,6 @@ if __name__ == "__main__":
         "equivalence": equivalence,
         "restarts": restarts,
         "consistency": consistency,
+        "worker": worker,
     }
     np.savez(path, **checks[check](flavor))

@@ -6,6 +6,7 @@ logical devices and JAX's host device count must be set before start-up.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,67 @@ def test_replicas_hold_identical_codebooks_after_kmeans_and_training(tmp_path):
         np.testing.assert_array_equal(copies[0], copies[1], err_msg=name)
     # Trained on from the k-means centroids, not left at them.
     assert not np.allclose(results["codebook"][0], results["centroids"])
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def run_two_workers(tmp_path, **environment):
+    """Starts two worker processes of a localhost TF_CONFIG cluster."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        chief_dir = tmp_path / f"outputs-{index}"
+        chief_dir.mkdir()
+        env = dict(
+            os.environ,
+            KERAS_BACKEND="tensorflow",
+            TF_CONFIG=json.dumps(config),
+            KERAS_DVQ_CHIEF_DIR=str(chief_dir),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            **environment,
+        )
+        command = [sys.executable, str(RUN), "worker", str(tmp_path / f"{index}.npz")]
+        processes.append(
+            subprocess.Popen(
+                [*command, "ema"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [process.communicate(timeout=600) for process in processes]
+    return [process.returncode for process in processes], [err for _, err in outputs]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="MultiWorkerMirroredStrategy")
+def test_two_workers_train_together_and_only_the_chief_saves(tmp_path):
+    codes, errors = run_two_workers(tmp_path)
+    assert codes == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    chief, other = (dict(np.load(tmp_path / f"{index}.npz")) for index in range(2))
+    for key in chief:  # one model: the same logs and codebook on both workers
+        np.testing.assert_allclose(other[key], chief[key], rtol=1e-6, err_msg=key)
+    assert chief["log/loss"].shape == (2,) and np.all(np.isfinite(chief["log/loss"]))
+    assert (tmp_path / "outputs-0" / "model.keras").is_file()
+    assert not any((tmp_path / "outputs-1").iterdir())
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="MultiWorkerMirroredStrategy")
+def test_keras_alone_fails_across_workers(tmp_path):
+    # Guards the workarounds in VQVAE: if Keras fixes keras-team/keras#20585,
+    # this fails and they can go.
+    codes, errors = run_two_workers(tmp_path, KERAS_DVQ_NO_WORKAROUND="1")
+    assert codes[0] != 0
+    assert "PerReplica" in errors[0] or "Invalid reduction dimension" in errors[0]
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch backend's error")

@@ -226,6 +226,27 @@ class VQVAE(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) learns shapes under tf.distribute by reducing a real
+        # batch across replicas in eager mode, which fails across workers
+        # (MultiWorkerMirroredStrategy, keras-team/keras#20585). A built VQVAE
+        # needs no shapes: build the optimizer, as the symbolic build would.
+        if self.built and distribute.is_multi_worker(self.distribute_strategy):
+            if self.optimizer is not None and not self.optimizer.built:
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if distribute.is_multi_worker(self.distribute_strategy):
+            # Keras reduces the step's logs across workers along axis 0, which
+            # scalars lack (keras-team/keras#20585); the mean of the replicas'
+            # one-element logs is the same number.
+            logs = {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+        return logs
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):

@@ -1,6 +1,5 @@
 """Tokenizer export: a model trained by train.py, served as TF Serving would."""
 
-import importlib.util
 import json
 import os
 import re
@@ -17,19 +16,13 @@ from keras_dvq.export import export_tokenizer
 from keras_dvq.export import read_tokenizer_info
 from keras_dvq.models import VQVAE
 from tests.testing import assert_same_tokens
+from tests.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING_CLIENT = ROOT / "tests" / "serving_client.py"
 EXPORT_SCRIPT = ROOT / "scripts" / "export_tokenizer.py"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
 K = 16
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(*command):

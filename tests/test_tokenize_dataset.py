@@ -1,9 +1,7 @@
 """scripts/tokenize_dataset.py: token shards read back as the README says."""
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,18 +12,15 @@ from keras_dvq.data import load_dataset
 from keras_dvq.export import export_tokenizer
 from keras_dvq.models import VQVAE
 from tests.testing import assert_same_tokens
+from tests.testing import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tokenize_dataset.py"
 K = 16
 SHARD = 1000  # the sample validation split (4,250 images) makes 5 shards
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("tokenize_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tokenize_dataset")
 
 
 @pytest.fixture(scope="module")

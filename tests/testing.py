@@ -7,6 +7,9 @@ differentiates a closure with respect to Keras variables on TensorFlow, JAX
 and PyTorch alike.
 """
 
+import importlib.util
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
@@ -210,3 +213,12 @@ def assert_same_tokens(actual, expected, model, images, rtol=1e-5):
     other = np.sum((features - codebook[expected[differ]]) ** 2, axis=-1)
     gap = np.abs(distance - other) / np.maximum(np.abs(other), 1e-12)
     assert gap.max() < rtol, f"not near-ties: relative distance gaps {gap}"
+
+
+def load_script(name):
+    """`scripts/<name>.py` as a module, to call its `main(argv)` in-process."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

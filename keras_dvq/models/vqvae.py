@@ -306,8 +306,7 @@ class VQVAE(keras.Model):
                 "Argument `tokens` must hold ids in "
                 f"[0, {self.quantizer.num_embeddings}). Received ids from "
                 f"{outputs['min_id'][bad].min()} to {outputs['max_id'][bad].max()} "
-                f"in {bad.size} grid(s), at indices {bad[:10].tolist()}"
-                f"{' ...' if bad.size > 10 else ''}"
+                f"in {_count_and_indices(bad, 'grid(s)')}"
             )
         return outputs["images"]
 
@@ -404,8 +403,7 @@ class VQVAE(keras.Model):
         if bad.size:
             raise ValueError(
                 "Argument `images` must hold finite pixel values. Received NaN or "
-                f"infinite values in {bad.size} image(s), at indices "
-                f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}"
+                f"infinite values in {_count_and_indices(bad, 'image(s)')}"
             )
         for height, width in np.unique(outputs["size"], axis=0):
             self._check_image_shape((None, height, width, None))
@@ -451,6 +449,12 @@ class VQVAE(keras.Model):
                     f"the encoder stride {self.stride}. Received: "
                     f"images.shape={shape}"
                 )
+
+
+def _count_and_indices(bad, noun):
+    """`"3 image(s), at indices [0, 4, 9]"`, the indices cut after ten."""
+    more = " ..." if bad.size > 10 else ""
+    return f"{bad.size} {noun}, at indices {bad[:10].tolist()}{more}"
 
 
 def _input_spec(data):

@@ -61,12 +61,14 @@ def is_chief():
     return "chief" not in cluster and task.get("index", 0) == 0
 
 
-def is_multi_worker(strategy):
-    """Whether `strategy` is a `tf.distribute` strategy across workers."""
+def trains_across_workers(model):
+    """Whether `model` was created under a multi-worker `tf.distribute`
+    strategy that spans several workers."""
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
 
+    strategy = model.distribute_strategy
     return isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy
     ) and strategy.extended._in_multi_worker_mode()

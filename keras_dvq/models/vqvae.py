@@ -231,7 +231,7 @@ class VQVAE(keras.Model):
         # batch across replicas in eager mode, which fails across workers
         # (MultiWorkerMirroredStrategy, keras-team/keras#20585). A built VQVAE
         # needs no shapes: build the optimizer, as the symbolic build would.
-        if self.built and distribute.is_multi_worker(self.distribute_strategy):
+        if self.built and distribute.trains_across_workers(self):
             if self.optimizer is not None and not self.optimizer.built:
                 with self.distribute_strategy.scope():
                     self.optimizer.build(self.trainable_variables)
@@ -240,7 +240,7 @@ class VQVAE(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if distribute.is_multi_worker(self.distribute_strategy):
+        if distribute.trains_across_workers(self):
             # Keras reduces the step's logs across workers along axis 0, which
             # scalars lack (keras-team/keras#20585); the mean of the replicas'
             # one-element logs is the same number.

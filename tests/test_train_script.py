@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from keras_dvq import data as data_module
 from keras_dvq.image_logging import ReconstructionLogger
 from keras_dvq.recipe import GUMBEL_DEFAULTS
 from tests.testing import image_folder
+from tests.testing import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
@@ -19,10 +19,7 @@ TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
 
 @pytest.fixture(scope="module")
 def train_script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train")
 
 
 @pytest.mark.slow

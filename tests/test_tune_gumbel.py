@@ -1,8 +1,6 @@
 import csv
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import keras
 import keras_tuner
@@ -13,19 +11,12 @@ from keras_dvq.recipe import HPARAM_KEYS
 from keras_dvq.recipe import load_splits
 from keras_dvq.schedules import cosine_anneal
 from tests.testing import image_folder
+from tests.testing import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
 # 36 training images in batches of 8: 4 batches a pass, so 6 steps run as 2
 # epochs of 3 and a trial has a best epoch to pick.
 RUN = ["--batch_size", "8", "--max_steps", "6", *TINY]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

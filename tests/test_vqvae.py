@@ -507,8 +507,12 @@ def test_vq_flavor_defaults_to_ema_with_dead_code_restarts():
 def test_model_call_returns_reconstruction_tokens_and_likelihood_parameters():
     model = make_model("gumbel", loss_flavor="logit_laplace")
     outputs = model(make_images(count=2))
-    assert set(outputs) == {"reconstruction", "tokens", "decoder_output"}
+    assert set(outputs) == {"reconstruction", "tokens", "decoder_output", "latent_loss"}
     assert keras.backend.standardize_dtype(outputs["tokens"].dtype) == "int32"
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(outputs["latent_loss"]),
+        ops.convert_to_numpy(sum(model.losses)),
+    )
     assert tuple(outputs["decoder_output"].shape) == (2, SIZE, SIZE, 6)
     reconstruction = ops.convert_to_numpy(outputs["reconstruction"])
     expected = ops.convert_to_numpy(

@@ -7,6 +7,9 @@ differentiates a closure with respect to Keras variables on TensorFlow, JAX
 and PyTorch alike.
 """
 
+import importlib.util
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
@@ -205,3 +208,31 @@ def _torch_gradients(fn, variables):
     finally:
         for param, flag in zip(params, flags, strict=True):
             param.requires_grad_(flag)
+
+
+def assert_same_tokens(actual, expected, model, images, rtol=1e-5):
+    """Tokens from another runtime (a SavedModel, another backend) equal the
+    model's own, except at near-ties: positions whose two codes lie at equal
+    distances (relative gap below `rtol`) from the encoder output, which
+    different float kernels may break either way."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    differ = actual != expected
+    if not differ.any():
+        return
+    assert differ.mean() < 1e-4, f"{differ.sum()} of {differ.size} tokens differ"
+    features = model.project(images)[differ]
+    codebook = ops.convert_to_numpy(model.quantizer.codebook)
+    distance = np.sum((features - codebook[actual[differ]]) ** 2, axis=-1)
+    other = np.sum((features - codebook[expected[differ]]) ** 2, axis=-1)
+    gap = np.abs(distance - other) / np.maximum(np.abs(other), 1e-12)
+    assert gap.max() < rtol, f"not near-ties: relative distance gaps {gap}"
+
+
+def load_script(name):
+    """`scripts/<name>.py` as a module, to call its `main(argv)` in-process."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_dvq import distribute
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_open_unit_interval
 from keras_dvq.validation import check_positive
@@ -158,15 +159,17 @@ class VectorQuantizer(keras.layers.Layer):
         flat_tokens = self._nearest_codes(flat)
         tokens = ops.reshape(flat_tokens, ops.shape(z_e)[:-1])
         codes = ops.take(self.codebook, tokens, axis=0)
+        if training and self.use_ema:
+            self._update_codebook(ops.stop_gradient(flat), flat_tokens)
 
+        # The loss is added last: under tf.distribute the codebook update
+        # above syncs the replicas, which take turns in threads sharing this
+        # layer's loss list; `VQVAE.call` reads the entry right after.
         commitment = ops.mean(ops.square(z_e - ops.stop_gradient(codes)))
         latent_loss = self.commitment_cost * commitment
         if not self.use_ema:
             latent_loss += ops.mean(ops.square(ops.stop_gradient(z_e) - codes))
         self.add_loss(self.latent_loss_weight * latent_loss)
-
-        if training and self.use_ema:
-            self._update_codebook(ops.stop_gradient(flat), flat_tokens)
 
         quantized = z_e + ops.stop_gradient(codes - z_e)
         return ops.cast(quantized, self.compute_dtype), tokens
@@ -182,14 +185,20 @@ class VectorQuantizer(keras.layers.Layer):
         return ops.cast(ops.argmin(distances, axis=1), "int32")
 
     def _update_codebook(self, flat, flat_tokens):
+        # Under tf.distribute each replica sees its slice of the batch. The
+        # state variables average what the replicas assign
+        # (aggregation="mean"), so assigning `replicas * local statistics`
+        # yields the global batch's statistics, identical on every replica.
+        replicas = distribute.num_replicas()
         decay = self.ema_decay
         assignments = ops.one_hot(flat_tokens, self.num_embeddings, dtype="float32")
-        cluster_size = decay * self.ema_cluster_size + (1.0 - decay) * ops.sum(
-            assignments, axis=0
+        counts = ops.sum(assignments, axis=0)
+        sums = ops.matmul(ops.transpose(assignments), flat)
+        self.ema_cluster_size.assign(
+            decay * self.ema_cluster_size + (1.0 - decay) * replicas * counts
         )
-        embedding_sum = decay * self.ema_embedding_sum + (1.0 - decay) * ops.matmul(
-            ops.transpose(assignments), flat
-        )
+        embedding_sum = decay * self.ema_embedding_sum + (1.0 - decay) * replicas * sums
+        cluster_size = ops.convert_to_tensor(self.ema_cluster_size)
         if self.dead_code_threshold > 0:
             dead = cluster_size < self.dead_code_threshold
             rows = keras.random.randint(
@@ -200,22 +209,22 @@ class VectorQuantizer(keras.layers.Layer):
             )
             # A restarted code counts as used `threshold` times, so it stays
             # only if the encoder picks it before the average decays again.
-            restart_size = ops.full_like(cluster_size, self.dead_code_threshold)
-            cluster_size = ops.where(dead, restart_size, cluster_size)
-            embedding_sum = ops.where(
-                dead[:, None],
-                ops.take(flat, rows, axis=0) * restart_size[:, None],
-                embedding_sum,
+            # Its new value comes from replica 0's encoder outputs.
+            restart_sum = ops.take(flat, rows, axis=0) * self.dead_code_threshold
+            restart_sum = ops.where(
+                distribute.is_first_replica(), replicas * restart_sum, 0.0
             )
+            embedding_sum = ops.where(dead[:, None], restart_sum, embedding_sum)
+            cluster_size = ops.where(dead, self.dead_code_threshold, cluster_size)
+            self.ema_cluster_size.assign(cluster_size)
+        self.ema_embedding_sum.assign(embedding_sum)
         total = ops.sum(cluster_size)
         smoothed = (
             (cluster_size + self.ema_epsilon)
             / (total + self.num_embeddings * self.ema_epsilon)
             * total
         )
-        self.ema_cluster_size.assign(cluster_size)
-        self.ema_embedding_sum.assign(embedding_sum)
-        self.codebook.assign(embedding_sum / smoothed[:, None])
+        self.codebook.assign(self.ema_embedding_sum / smoothed[:, None])
 
     def set_codebook(self, codes):
         """Replaces the codebook (e.g. by k-means centroids).

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq import distribute
 from keras_dvq import losses
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
@@ -41,8 +42,9 @@ class VQVAE(keras.Model):
     pairs or tfds dicts `{"image": ...}`; labels are ignored.
 
     Calling the model returns a dict: `"reconstruction"` (float32 images in
-    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`) and
-    `"decoder_output"` (the likelihood parameters). `encode()` and `decode()` map
+    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`), `"decoder_output"`
+    (the likelihood parameters) and `"latent_loss"` (the quantizer's added
+    loss, also in `model.losses`). `encode()` and `decode()` map
     images to token grids and back; `predict()` returns the reconstructions
     through the bottleneck, `decode(encode(x))`.
 
@@ -181,12 +183,20 @@ class VQVAE(keras.Model):
     def call(self, inputs, training=False):
         features = self._features(inputs, training=training)
         quantized, tokens = self.quantizer(features, training=training)
+        # Read right away: under tf.distribute on CPUs the replicas take turns
+        # in threads that share each layer's loss list, and hand over only at
+        # variable syncs (none from here on); the last entry is this replica's.
+        # (Empty where Keras traces without collecting losses, e.g. JAX's
+        # symbolic build.)
+        losses = self.quantizer.losses
+        latent_loss = losses[-1] if losses else ops.zeros((), "float32")
         decoder_output = self.decoder(quantized, training=training)
         reconstruction = self.reconstruction_loss.out_map(decoder_output)
         return {
             "reconstruction": ops.cast(reconstruction, "float32"),
             "tokens": tokens,
             "decoder_output": decoder_output,
+            "latent_loss": latent_loss,
         }
 
     def compile(self, optimizer=None, loss=None, **kwargs):
@@ -216,17 +226,45 @@ class VQVAE(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) learns shapes under tf.distribute by reducing a real
+        # batch across replicas in eager mode, which fails across workers
+        # (MultiWorkerMirroredStrategy, keras-team/keras#20585). A built VQVAE
+        # needs no shapes: build the optimizer, as the symbolic build would.
+        if self.built and distribute.trains_across_workers(self):
+            if self.optimizer is not None and not self.optimizer.built:
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if distribute.trains_across_workers(self):
+            # Keras reduces the step's logs across workers along axis 0, which
+            # scalars lack (keras-team/keras#20585); the mean of the replicas'
+            # one-element logs is the same number.
+            logs = {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+        return logs
+
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        targets = self.reconstruction_loss.in_map(self._images(x))
-        recon_loss = self.reconstruction_loss(targets, y_pred["decoder_output"])
-        # Python sum: ops.sum over a list of tensors breaks JAX tracing.
-        latent_loss = sum(self.losses)
+        recon_loss = self._reconstruction_nll(x, y_pred["decoder_output"])
+        latent_loss = y_pred["latent_loss"]
         self.recon_tracker.update_state(recon_loss)
         self.latent_tracker.update_state(latent_loss)
         self.codebook_usage.update_state(y_pred["tokens"])
-        return recon_loss + latent_loss
+        # Under tf.distribute the replicas' gradients are summed: each replica
+        # contributes its share, for the same step as on one device.
+        return distribute.scale_loss_for_replicas(recon_loss + latent_loss)
+
+    def _reconstruction_nll(self, x, decoder_output):
+        """Mean NLL of this replica's batch; `Loss.__call__` would already
+        divide by the replica count, which `compute_loss` does for all terms."""
+        loss = self.reconstruction_loss
+        targets = ops.cast(loss.in_map(self._images(x)), loss.dtype)
+        return ops.mean(loss.call(targets, ops.cast(decoder_output, loss.dtype)))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Returns `decode(encode(x))`, float32 `(N, H, W, C)` in [0, 1]."""
@@ -268,10 +306,23 @@ class VQVAE(keras.Model):
                 "Argument `tokens` must hold ids in "
                 f"[0, {self.quantizer.num_embeddings}). Received ids from "
                 f"{outputs['min_id'][bad].min()} to {outputs['max_id'][bad].max()} "
-                f"in {bad.size} grid(s), at indices {bad[:10].tolist()}"
-                f"{' ...' if bad.size > 10 else ''}"
+                f"in {_count_and_indices(bad, 'grid(s)')}"
             )
         return outputs["images"]
+
+    def tokenize(self, images):
+        """Token ids `(N, h, w)` of a batch of image tensors, as a tensor.
+
+        The graph-level counterpart of `encode()`, for use inside compiled
+        functions and exports (`encode()` batches arrays and datasets).
+        """
+        return self.quantizer.tokenize(self._features(images))
+
+    def detokenize(self, tokens):
+        """Float32 images in [0, 1] from a batch of token tensors; the
+        graph-level counterpart of `decode()` (ids are not range-checked)."""
+        decoder_output = self.decoder(self.quantizer.lookup(tokens))
+        return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
 
     def get_config(self):
         return {
@@ -303,8 +354,7 @@ class VQVAE(keras.Model):
         return self.encoder(images, training=training)
 
     def _encode_graph(self, inputs):
-        tokens = self.quantizer.tokenize(self._features(inputs))
-        return {"output": tokens, **self._image_facts(inputs)}
+        return {"output": self.tokenize(inputs), **self._image_facts(inputs)}
 
     def _project_graph(self, inputs):
         features = self.quantizer.project(self._features(inputs))
@@ -313,8 +363,8 @@ class VQVAE(keras.Model):
     def _reconstruct_graph(self, inputs):
         # decode(encode(x)) by construction: the same token path as `encode`,
         # so near-ties between codes cannot make the two disagree.
-        tokens = self.quantizer.tokenize(self._features(inputs))
-        return {"output": self._images_from_tokens(tokens), **self._image_facts(inputs)}
+        images = self.detokenize(self.tokenize(inputs))
+        return {"output": images, **self._image_facts(inputs)}
 
     def _image_facts(self, inputs):
         """Per image: all pixels finite, and the height and width (shapes of
@@ -332,15 +382,11 @@ class VQVAE(keras.Model):
         num_embeddings = self.quantizer.num_embeddings
         valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
         return {
-            "images": self._images_from_tokens(ops.clip(tokens, 0, num_embeddings - 1)),
+            "images": self.detokenize(ops.clip(tokens, 0, num_embeddings - 1)),
             "valid": ops.all(valid, axis=(1, 2)),
             "min_id": ops.min(tokens, axis=(1, 2)),
             "max_id": ops.max(tokens, axis=(1, 2)),
         }
-
-    def _images_from_tokens(self, tokens):
-        decoder_output = self.decoder(self.quantizer.lookup(tokens))
-        return ops.cast(self.reconstruction_loss.out_map(decoder_output), "float32")
 
     def _images(self, inputs):
         """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""
@@ -357,8 +403,7 @@ class VQVAE(keras.Model):
         if bad.size:
             raise ValueError(
                 "Argument `images` must hold finite pixel values. Received NaN or "
-                f"infinite values in {bad.size} image(s), at indices "
-                f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}"
+                f"infinite values in {_count_and_indices(bad, 'image(s)')}"
             )
         for height, width in np.unique(outputs["size"], axis=0):
             self._check_image_shape((None, height, width, None))
@@ -404,6 +449,12 @@ class VQVAE(keras.Model):
                     f"the encoder stride {self.stride}. Received: "
                     f"images.shape={shape}"
                 )
+
+
+def _count_and_indices(bad, noun):
+    """`"3 image(s), at indices [0, 4, 9]"`, the indices cut after ten."""
+    more = " ..." if bad.size > 10 else ""
+    return f"{bad.size} {noun}, at indices {bad[:10].tolist()}{more}"
 
 
 def _input_spec(data):
@@ -476,15 +527,45 @@ class _InferenceModels:
         variables = self.vqvae.variables
         on_jax = keras.backend.backend() == "jax"
         values = [variable.value for variable in variables] if on_jax else []
+        data, count = _pad_for_data_parallel(data, batch_size)
         try:
-            return self.models[name].predict(
+            outputs = self.models[name].predict(
                 data,
                 batch_size=batch_size,
                 verbose=verbose,
                 steps=steps,
                 callbacks=callbacks,
             )
+            return keras.tree.map_structure(lambda x: x[:count], outputs)
         except Exception:
             for variable, value in zip(variables, values, strict=False):
                 variable.assign(value)
             raise
+
+
+def _pad_for_data_parallel(data, batch_size):
+    """Pads arrays so that every batch splits evenly over the devices of a
+    `keras.distribution` (JAX), which cannot shard a ragged last batch.
+
+    Returns the data and the number of real rows (`None`: all of them).
+    """
+    distribution = keras.distribution.distribution()
+    arrays = keras.tree.flatten(data)
+    if distribution is None or not all(isinstance(a, np.ndarray) for a in arrays):
+        return data, None
+    mesh = distribution.device_mesh
+    devices = dict(zip(mesh.axis_names, mesh.shape, strict=True))[
+        distribution.batch_dim_name
+    ]
+    if (batch_size or 32) % devices:
+        raise ValueError(
+            f"Argument `batch_size` must be a multiple of the {devices} devices "
+            f"the batch is split over. Received: batch_size={batch_size}"
+        )
+    count = len(arrays[0])
+    padding = -count % devices
+    if padding:
+        data = keras.tree.map_structure(
+            lambda a: np.concatenate([a, np.repeat(a[-1:], padding, axis=0)]), data
+        )
+    return data, count

@@ -1,0 +1,199 @@
+"""Training on several devices or machines, on TensorFlow and JAX.
+
+Two kinds of helpers live here, the only distribution-specific code of the
+package:
+
+- `distribution_scope(num_devices)`: the scope to build, compile and fit a
+  model in. On TensorFlow a `MirroredStrategy` over the devices, or a
+  `MultiWorkerMirroredStrategy` when `TF_CONFIG` names several workers; on
+  JAX a `keras.distribution.DataParallel` over the devices.
+- In-graph helpers for layers and models (`num_replicas`, `is_first_replica`,
+  `scale_loss_for_replicas`). Under `tf.distribute` every replica runs the
+  step on its slice of the batch; with these, layers make their statistics
+  global and losses add up to the single-device step. On JAX (one SPMD
+  program over the global batch) and on one device they are trivial.
+"""
+
+import contextlib
+import json
+import os
+
+import keras
+
+
+def split_cpu(num_devices):
+    """Splits the CPU into `num_devices` logical TensorFlow devices.
+
+    For running multi-replica code without GPUs (tests, CPU-only machines).
+    Must run before TensorFlow executes its first operation. On JAX, set
+    `XLA_FLAGS=--xla_force_host_platform_device_count=N` before starting
+    Python instead.
+    """
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"split_cpu({num_devices}) must run before TensorFlow starts "
+            f"executing operations ({error})."
+        ) from error
+
+
+def tf_config_workers():
+    """The number of workers `TF_CONFIG` names (0 without `TF_CONFIG`)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    return len(cluster.get("worker", ())) + len(cluster.get("chief", ()))
+
+
+def is_chief():
+    """Whether this process writes checkpoints and outputs: always, except
+    on the non-chief workers of a `TF_CONFIG` cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    cluster = config.get("cluster", {})
+    if task.get("type") == "chief":
+        return True
+    return "chief" not in cluster and task.get("index", 0) == 0
+
+
+def trains_across_workers(model):
+    """Whether `model` was created under a multi-worker `tf.distribute`
+    strategy that spans several workers."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
+
+
+def distribution_scope(num_devices=None, device_type=None):
+    """The scope to build, compile and `fit` a model on several devices in.
+
+    Args:
+        num_devices: int or `None`. Devices of this machine to train on; `None`
+            takes all of them (GPUs if any, else CPUs).
+        device_type: `"GPU"`, `"CPU"` or `None` for GPUs when present.
+
+    Call it before TensorFlow runs any operation when `TF_CONFIG` names
+    several workers: their collectives are configured at start-up.
+
+    Returns:
+        A context manager: a `tf.distribute` strategy's scope on TensorFlow
+        (multi-worker when `TF_CONFIG` names several workers), a
+        `keras.distribution.DataParallel` scope on JAX, or a no-op for one
+        device.
+
+    Example:
+
+    ```python
+    with distribution_scope(2):
+        model = VQVAE.from_flavors()
+        model.compile()
+        model.fit(dataset, epochs=1)  # global batch = the dataset's batch
+    ```
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_strategy(num_devices, device_type).scope()
+    if backend == "jax":
+        return _jax_data_parallel(num_devices, device_type)
+    if num_devices not in (None, 1):
+        raise ValueError(
+            f"Training on {num_devices} devices needs the TensorFlow or JAX "
+            f"backend. Received: num_devices={num_devices} on the {backend} "
+            "backend"
+        )
+    return contextlib.nullcontext()
+
+
+def _tensorflow_strategy(num_devices, device_type):
+    import tensorflow as tf
+
+    if tf_config_workers() > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    types = [device_type] if device_type else ["GPU", "CPU"]
+    available = next(
+        names
+        for names in (
+            [device.name for device in tf.config.list_logical_devices(kind)]
+            for kind in types
+        )
+        if names
+    )
+    devices = _local_devices(available, num_devices)
+    if len(devices) == 1:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _jax_data_parallel(num_devices, device_type):
+    available = keras.distribution.list_devices(device_type and device_type.lower())
+    devices = _local_devices(available, num_devices)
+    if len(devices) == 1:
+        return contextlib.nullcontext()
+    return keras.distribution.DataParallel(devices=devices).scope()
+
+
+def _local_devices(available, num_devices):
+    if num_devices is None:
+        return available
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int):
+        raise ValueError(
+            f"Argument `num_devices` must be a positive integer or None. "
+            f"Received: num_devices={num_devices!r}"
+        )
+    if not 1 <= num_devices <= len(available):
+        raise ValueError(
+            f"Argument `num_devices` must be between 1 and the {len(available)} "
+            f"device(s) available ({', '.join(available)}). "
+            f"Received: num_devices={num_devices}"
+        )
+    return available[:num_devices]
+
+
+# In-graph helpers.
+
+
+def _replica_context():
+    """The `tf.distribute` replica context of a multi-replica step, or None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def num_replicas():
+    """Replicas of the current `tf.distribute` step (1 elsewhere)."""
+    context = _replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def is_first_replica():
+    """Whether this is replica 0 of a `tf.distribute` step (always true
+    elsewhere); a bool or a boolean tensor."""
+    context = _replica_context()
+    if context is None:
+        return True
+    return keras.ops.equal(context.replica_id_in_sync_group, 0)
+
+
+def scale_loss_for_replicas(loss):
+    """`loss / num_replicas` under `tf.distribute`, where the gradients of the
+    replicas are summed; `loss` elsewhere."""
+    context = _replica_context()
+    if context is None:
+        return loss
+    return loss / keras.ops.cast(context.num_replicas_in_sync, loss.dtype)

@@ -1,0 +1,148 @@
+"""Training runs on several devices, one per process, for test_distribute.py.
+
+    python tests/distributed_run.py CHECK RESULTS.npz [FLAVOR]
+
+CHECK is `equivalence` (one step on one device, then the same step from the
+same weights on two), `restarts` (one step on two replicas that restarts
+most codes, with the encoder outputs it saw) or `consistency` (a few steps
+on two replicas with k-means init and dead-code restarts; each replica's copy
+of the quantizer state) or `worker` (one worker of a two-process
+TF_CONFIG cluster). TensorFlow splits the CPU into two logical devices;
+JAX needs XLA_FLAGS=--xla_force_host_platform_device_count=2. Writes the
+results as NumPy arrays.
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_dvq import distribute
+
+if keras.backend.backend() == "tensorflow" and not distribute.tf_config_workers():
+    distribute.split_cpu(2)
+
+from keras_dvq.callbacks import KMeansInit  # noqa: E402
+from keras_dvq.models import VQVAE  # noqa: E402
+
+FLAVORS = {
+    "ema": {"use_ema": True, "dead_code_threshold": 0.0},
+    "gradient": {"seed_faithful": True},
+    "restarts": {"use_ema": True, "dead_code_threshold": 40.0},
+}
+
+
+def make_model(flavor, optimizer):
+    model = VQVAE.from_flavors(
+        num_embeddings=16, embedding_dim=4, n_hid=8, **FLAVORS[flavor]
+    )
+    model.build((None, 16, 16, 3))
+    # SGD: Adam's first step is about lr * sign(gradient), blind to the
+    # gradient's scale, which is what replicas can get wrong.
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def images(count):
+    return np.random.default_rng(0).uniform(size=(count, 16, 16, 3)).astype("float32")
+
+
+def equivalence(flavor):
+    data = images(16)
+    keras.utils.set_random_seed(0)
+    single = make_model(flavor, keras.optimizers.SGD(0.5))
+    initial = [variable.numpy() for variable in single.weights]
+    one = single.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    with distribute.distribution_scope(2, "CPU"):
+        model = make_model(flavor, keras.optimizers.SGD(0.5))
+        for variable, value in zip(model.weights, initial, strict=True):
+            variable.assign(value)
+        two = model.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    results = {
+        "names": np.array([v.path for v in single.weights]),
+        "replicas": np.array(len(replica_copies(model.quantizer.codebook))),
+    }
+    for prefix, trained, history in (("one", single, one), ("two", model, two)):
+        for index, variable in enumerate(trained.weights):
+            results[f"{prefix}/{index}"] = keras.ops.convert_to_numpy(variable)
+        for key, values in history.history.items():
+            results[f"{prefix}_log/{key}"] = np.array(values)
+    for index, value in enumerate(initial):
+        results[f"initial/{index}"] = value
+    return results
+
+
+def restarts(flavor):
+    """One step that restarts most codes (the EMA counts start at 1)."""
+    data = images(32)
+    keras.utils.set_random_seed(0)
+    with distribute.distribution_scope(2, "CPU"):
+        model = make_model(flavor, keras.optimizers.SGD(0.0))
+        encoder_outputs = model.project(data).reshape(-1, 4)
+        model.fit(data, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    quantizer = model.quantizer
+    return {
+        "encoder_outputs": encoder_outputs,
+        "threshold": np.array(quantizer.dead_code_threshold),
+        "ema_cluster_size": keras.ops.convert_to_numpy(quantizer.ema_cluster_size),
+        "ema_embedding_sum": keras.ops.convert_to_numpy(quantizer.ema_embedding_sum),
+    }
+
+
+def consistency(flavor):
+    data = images(256)
+    keras.utils.set_random_seed(0)
+    with distribute.distribution_scope(2, "CPU"):
+        model = make_model(flavor, "adam")
+        kmeans = KMeansInit(data, num_samples=2000, seed=0)
+        model.fit(data, batch_size=32, epochs=2, callbacks=[kmeans], verbose=0)
+    quantizer = model.quantizer
+    results = {"centroids": kmeans.centroids}
+    for variable in (quantizer.codebook, *quantizer.non_trainable_weights):
+        results[variable.name] = np.stack(replica_copies(variable))
+    return results
+
+
+def worker(flavor):
+    """Two epochs on this worker of a TF_CONFIG cluster; the chief saves the
+    model beside the results. KERAS_DVQ_NO_WORKAROUND=1 runs Keras' own
+    multi-worker code paths instead of VQVAE's workarounds."""
+    if os.environ.get("KERAS_DVQ_NO_WORKAROUND"):
+        VQVAE._maybe_symbolic_build = keras.Model._maybe_symbolic_build
+        VQVAE.compute_metrics = keras.Model.compute_metrics
+    # First: the cluster's collectives must be configured before any op runs.
+    scope = distribute.distribution_scope()
+    data = images(64)
+    dataset = tf.data.Dataset.from_tensor_slices((data, np.zeros(64))).batch(16)
+    keras.utils.set_random_seed(0)
+    with scope:
+        model = make_model(flavor, "adam")
+    history = model.fit(dataset, epochs=2, verbose=0)
+    if distribute.is_chief():
+        model.save(os.path.join(os.environ["KERAS_DVQ_CHIEF_DIR"], "model.keras"))
+    results = {
+        f"log/{key}": np.array(values) for key, values in history.history.items()
+    }
+    results["codebook"] = keras.ops.convert_to_numpy(model.quantizer.codebook)
+    return results
+
+
+def replica_copies(variable):
+    """The per-device copies of a variable, as NumPy arrays."""
+    if keras.backend.backend() == "tensorflow":
+        return [copy.numpy() for copy in variable.value.values]  # MirroredVariable
+    return [np.asarray(shard.data) for shard in variable.value.addressable_shards]
+
+
+if __name__ == "__main__":
+    check, path, flavor = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    checks = {
+        "equivalence": equivalence,
+        "restarts": restarts,
+        "consistency": consistency,
+        "worker": worker,
+    }
+    np.savez(path, **checks[check](flavor))

@@ -1,0 +1,218 @@
+"""Tokenizer export: a model trained by train.py, served as TF Serving would."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dvq.data import load_dataset
+from keras_dvq.export import export_tokenizer
+from keras_dvq.export import read_tokenizer_info
+from keras_dvq.models import VQVAE
+from tests.testing import assert_same_tokens
+from tests.testing import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING_CLIENT = ROOT / "tests" / "serving_client.py"
+EXPORT_SCRIPT = ROOT / "scripts" / "export_tokenizer.py"
+TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
+K = 16
+
+
+def run(*command):
+    return subprocess.run(
+        [sys.executable, *map(str, command)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_path(tmp_path_factory):
+    """model.keras written by scripts/train.py on this backend."""
+    out = tmp_path_factory.mktemp("run")
+    argv = ["--dataset", "sample", "--out", str(out), "--max_steps", "30", *TINY]
+    assert load_script("train").main(argv) == 0
+    return out / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def model(trained_path):
+    return keras.models.load_model(trained_path)
+
+
+@pytest.fixture(scope="module")
+def images():
+    batches = load_dataset("sample", "validation", batch_size=64, shuffle=False)
+    return np.concatenate(list(batches.take(1)))  # uint8 (64, 32, 32, 3)
+
+
+@pytest.fixture(scope="module")
+def cli_export(trained_path, tmp_path_factory):
+    base = tmp_path_factory.mktemp("exports") / "tokenizer"
+    result = run(EXPORT_SCRIPT, trained_path, base, "--image_shape", "32,32,3")
+    assert result.returncode == 0, result.stderr
+    return base, result.stdout
+
+
+def serve(export_dir, images, tmp_path):
+    """The results of tests/serving_client.py, run in a fresh process."""
+    np.save(tmp_path / "images.npy", images)
+    results = tmp_path / "results.npz"
+    result = run(SERVING_CLIENT, export_dir, tmp_path / "images.npy", results)
+    assert result.returncode == 0, result.stderr
+    with np.load(results) as loaded:
+        return dict(loaded)
+
+
+def test_cli_writes_tf_serving_layout_and_prints_signatures(cli_export):
+    base, stdout = cli_export
+    assert (base / "1" / "saved_model.pb").is_file()
+    assert (base / "1" / "variables").is_dir()
+    assert "encode: images uint8 (None, 32, 32, 3) -> tokens int32 (None, 8, 8)" in (
+        stdout
+    )
+    assert "decode: tokens int32 (None, 8, 8) -> images uint8 (None, 32, 32, 3)" in (
+        stdout
+    )
+    assert "serving_default: images uint8 (None, 32, 32, 3)" in stdout
+    assert read_tokenizer_info(base / "1") == {
+        "num_embeddings": K,
+        "stride": 4,
+        "image_shape": [32, 32, 3],
+        "token_shape": [8, 8],
+    }
+
+
+def test_clean_tensorflow_process_serves_the_models_tokens(
+    cli_export, model, images, tmp_path
+):
+    base, _ = cli_export
+    served = serve(base / "1", images, tmp_path)
+    assert json.loads(str(served["keras_dvq_modules"])) == []
+
+    tokens = model.encode(images)
+    assert len(np.unique(tokens)) > 1
+    for name in ("tokens", "tokens_one_by_one", "serving_default"):  # batch 64, 1
+        assert_same_tokens(served[name], tokens, model, images)
+    # decode(encode(x)) is predict(x), up to the uint8 rounding.
+    assert served["decoded"].dtype == np.uint8
+    reconstructions = model.predict(images, verbose=0) * 255.0
+    np.testing.assert_allclose(served["decoded"], reconstructions, atol=0.51)
+
+    errors = json.loads(str(served["errors"]))
+    for name in ("too_large", "negative"):
+        assert re.search(r"ids must be in \[0, 16\)", errors[name]), errors[name]
+
+
+def test_saved_model_cli_reads_the_signatures(cli_export):
+    base, _ = cli_export
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run(
+        [cli, "show", "--dir", base / "1", "--all"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    signatures = dict(
+        re.findall(r"signature_def\['(\w+)'\]:(.*?)Method name", result.stdout, re.S)
+    )
+    assert {"encode", "decode", "serving_default"} <= set(signatures)
+    for name, (input_dtype, output_dtype) in {
+        "encode": ("DT_UINT8", "DT_INT32"),
+        "serving_default": ("DT_UINT8", "DT_INT32"),
+        "decode": ("DT_INT32", "DT_UINT8"),
+    }.items():
+        dtypes = re.findall(r"dtype: (\w+)", signatures[name])
+        assert dtypes == [input_dtype, output_dtype], name
+    assert "shape: (-1, 32, 32, 3)" in signatures["encode"]
+    assert "shape: (-1, 8, 8)" in signatures["decode"]
+
+
+def test_cli_numbers_versions_and_never_overwrites(cli_export, trained_path):
+    base, _ = cli_export
+    second = run(EXPORT_SCRIPT, trained_path, base)
+    assert second.returncode == 0, second.stderr
+    assert (base / "2" / "saved_model.pb").is_file()
+    again = run(EXPORT_SCRIPT, trained_path, base, "--version", "1")
+    assert again.returncode == 2
+    assert "--version 1" in again.stderr and "never overwritten" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_export_from_this_backend_any_image_size(model, images, tmp_path):
+    # On JAX and PyTorch this goes through a TensorFlow-backend subprocess.
+    export_dir = export_tokenizer(model, str(tmp_path / "tokenizer" / "1"))
+    assert read_tokenizer_info(export_dir)["image_shape"] == [None, None, 3]
+    larger = np.concatenate([images[:8], images[8:16]], axis=2)  # 32 x 64
+    import tensorflow as tf
+
+    tokenizer = tf.saved_model.load(export_dir)
+    tokens = tokenizer.signatures["encode"](images=tf.constant(larger))["tokens"]
+    assert_same_tokens(tokens.numpy(), model.encode(larger), model, larger)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="divisible by 4"):
+        tokenizer.signatures["encode"](images=tf.constant(images[:2, :30, :30]))
+
+
+def test_gumbel_logit_laplace_model_exports(images, tmp_path):
+    model = VQVAE.from_flavors(
+        vq_flavor="gumbel", loss_flavor="logit_laplace", num_embeddings=K, n_hid=8
+    )
+    model.build((None, 32, 32, 3))
+    export_dir = export_tokenizer(model, str(tmp_path / "1"), image_shape=(32, 32, 3))
+    served = serve(export_dir, images[:8], tmp_path)
+    np.testing.assert_array_equal(served["tokens"], model.encode(images[:8]))
+    reconstructions = model.predict(images[:8], verbose=0) * 255.0
+    np.testing.assert_allclose(served["decoded"], reconstructions, atol=0.51)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"image_shape": (32, 32, 1)}, r"channels=3.*image_shape=\(32, 32, 1\)"),
+        ({"image_shape": (30, 32, 3)}, r"divisible by the encoder stride 4"),
+        ({"image_shape": (32, 32)}, r"\(height, width, channels\)"),
+        ({"image_shape": (0, 32, 3)}, r"positive integer"),
+    ],
+)
+def test_export_rejects_bad_image_shapes(model, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        export_tokenizer(model, str(tmp_path / "1"), **kwargs)
+    assert not (tmp_path / "1").exists()
+
+
+def test_export_refuses_unbuilt_models_and_existing_exports(model, tmp_path):
+    with pytest.raises(ValueError, match="must be built"):
+        export_tokenizer(VQVAE.from_flavors(n_hid=8), str(tmp_path / "a"))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "saved_model.pb").write_text("an earlier export")
+    with pytest.raises(ValueError, match="not overwritten"):
+        export_tokenizer(model, str(tmp_path / "b"))
+    assert (tmp_path / "b" / "saved_model.pb").read_text() == "an earlier export"
+    with pytest.raises(ValueError, match="must be a keras_dvq VQVAE"):
+        export_tokenizer(keras.Sequential([keras.layers.Dense(2)]), str(tmp_path / "c"))
+
+
+@pytest.mark.parametrize(
+    "setup, flags, message",
+    [
+        (None, ["missing.keras"], "no such file"),
+        ("corrupt", ["corrupt.keras"], "cannot be loaded"),
+        (None, ["model.keras", "--image_shape", "32,32"], "expected H,W,C"),
+        (None, ["model.keras", "--version", "0"], "expected a positive integer"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, setup, flags, message):
+    if setup == "corrupt":
+        (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
+    model_path, *rest = flags
+    result = run(EXPORT_SCRIPT, tmp_path / model_path, tmp_path / "out", *rest)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

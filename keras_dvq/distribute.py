@@ -69,10 +69,9 @@ def trains_across_workers(model):
     import tensorflow as tf
 
     strategy = model.distribute_strategy
-    return (
-        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()
-    )
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
 
 
 def distribution_scope(num_devices=None, device_type=None):

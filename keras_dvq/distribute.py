@@ -69,9 +69,10 @@ def trains_across_workers(model):
     import tensorflow as tf
 
     strategy = model.distribute_strategy
-    return isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy
-    ) and strategy.extended._in_multi_worker_mode()
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
 
 
 def distribution_scope(num_devices=None, device_type=None):
@@ -119,15 +120,11 @@ def _tensorflow_strategy(num_devices, device_type):
 
     if tf_config_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    types = [device_type] if device_type else ["GPU", "CPU"]
-    available = next(
-        names
-        for names in (
-            [device.name for device in tf.config.list_logical_devices(kind)]
-            for kind in types
-        )
-        if names
-    )
+    available = []
+    for kind in [device_type] if device_type else ["GPU", "CPU"]:
+        available = [device.name for device in tf.config.list_logical_devices(kind)]
+        if available:
+            break
     devices = _local_devices(available, num_devices)
     if len(devices) == 1:
         return tf.distribute.OneDeviceStrategy(devices[0])
@@ -135,7 +132,10 @@ def _tensorflow_strategy(num_devices, device_type):
 
 
 def _jax_data_parallel(num_devices, device_type):
-    available = keras.distribution.list_devices(device_type and device_type.lower())
+    try:
+        available = keras.distribution.list_devices(device_type and device_type.lower())
+    except RuntimeError:  # JAX has no such platform here (e.g. "gpu")
+        available = []
     devices = _local_devices(available, num_devices)
     if len(devices) == 1:
         return contextlib.nullcontext()

@@ -10,6 +10,7 @@ an interrupted run.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_dvq import distribute  # noqa: E402
 from keras_dvq import recipe  # noqa: E402
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
 from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
@@ -33,6 +35,7 @@ from keras_dvq.recipe import positive_int  # noqa: E402
 KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
 LOGGED_IMAGES = 1024  # validation images behind the usage chart
 MAX_SCANNED_BATCHES = 64  # the logged images are spread over these
+DEVICE_TYPE = "GPU"  # what --gpus counts (tests count logical CPU devices)
 
 
 def make_parser():
@@ -45,7 +48,13 @@ def make_parser():
     # The original repo's flags.
     add("--vq_flavor", choices=["vqvae", "gumbel"], default="vqvae")
     recipe.add_model_flags(parser)
-    add("--gpus", type=non_negative_int, default=0, help="0 or 1 (one device)")
+    add(
+        "--gpus",
+        type=non_negative_int,
+        default=0,
+        help="devices to train on; N > 1: MirroredStrategy (TensorFlow) or "
+        "DataParallel (JAX), --batch_size being the global batch",
+    )
     # Ours.
     add("--out", required=True, help="output directory")
     add("--max_steps", type=positive_int, default=1500)
@@ -177,12 +186,25 @@ def build_model(args, hparams):
     )
 
 
-def train(args):
-    if args.gpus > 1:
+def device_scope(args):
+    """Where the model is built and trained: one device, or `--gpus` of them."""
+    if distribute.tf_config_workers() > 1:
         raise ValueError(
-            f"--gpus {args.gpus}: multi-device training is not available in this "
-            "version; use --gpus 0 or 1."
+            "TF_CONFIG names several workers: train.py trains on one machine; "
+            "see the README's 'Several devices and machines' for multi-worker "
+            "training from Python."
         )
+    if args.gpus <= 1:
+        return contextlib.nullcontext()
+    try:
+        scope = distribute.distribution_scope(args.gpus, DEVICE_TYPE)
+    except ValueError as error:
+        raise ValueError(f"--gpus {args.gpus}: {error}") from error
+    print(f"training on {args.gpus} {DEVICE_TYPE} devices")
+    return scope
+
+
+def train(args):
     backup_dir = os.path.join(args.out, "backup")
     if os.path.isdir(backup_dir) and not args.resume:
         raise ValueError(
@@ -205,24 +227,25 @@ def train(args):
         epochs, steps_per_epoch = recipe.run_length(batches_per_pass, args.max_steps)
     if args.vq_flavor == "gumbel":
         print("gumbel hyperparameters: " + json.dumps(hparams))
-    model = build_model(args, hparams)
-    # BackupAndRestore (and KMeansInit) need the variables before fit starts.
-    model.build((None,) + tuple(train_data.element_spec.shape[1:]))
-    schedules = []
-    if args.vq_flavor == "gumbel":
-        schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
-    callbacks = make_callbacks(args, schedules, train_data, val_data, backup_dir)
-    model.fit(
-        train_data.repeat(),
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=val_data,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    model.save(os.path.join(args.out, "model.keras"))
-    logs = model.evaluate(val_data, return_dict=True, verbose=0)
+    with device_scope(args):
+        model = build_model(args, hparams)
+        # BackupAndRestore (and KMeansInit) need the variables before fit.
+        model.build((None,) + tuple(train_data.element_spec.shape[1:]))
+        schedules = []
+        if args.vq_flavor == "gumbel":
+            schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
+        callbacks = make_callbacks(args, schedules, train_data, val_data, backup_dir)
+        model.fit(
+            train_data.repeat(),
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_data,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        model.save(os.path.join(args.out, "model.keras"))
+        logs = model.evaluate(val_data, return_dict=True, verbose=0)
     summary = ", ".join(f"{key} {value:.4f}" for key, value in sorted(logs.items()))
     print(f"validation: {summary}")
     print(f"wrote {args.out}: model.keras, best.keras, metrics.csv, PNGs, tensorboard/")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 from keras_dvq import data as data_module
@@ -95,7 +97,7 @@ def test_library_errors_become_one_line(train_script, tmp_path, monkeypatch, cap
     [
         (["--batch_size", "0"], "--batch_size: expected a positive integer, got 0"),
         (["--vq_flavor", "kmeans"], "--vq_flavor: invalid choice: 'kmeans'"),
-        (["--gpus", "2"], "--gpus 2: multi-device training"),
+        (["--gpus", "2"], "--gpus 2: "),  # no GPUs here (or the torch backend)
     ],
 )
 def test_invalid_flags_exit_2_without_traceback(tmp_path, flags, match):
@@ -172,3 +174,37 @@ def test_gumbel_flags_need_the_gumbel_flavor(train_script, tmp_path, capsys):
     assert train_script.main(["--kl_weight", "0.1", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error == "train.py: error: --kl_weight applies to --vq_flavor gumbel only."
+
+
+TRAIN_ON_TWO_CPUS = """
+import sys
+from keras_dvq import distribute
+import keras
+if keras.backend.backend() == "tensorflow":
+    distribute.split_cpu(2)
+from tests.testing import load_script
+train = load_script("train")
+train.DEVICE_TYPE = "CPU"
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="multi-device needs TF or JAX"
+)
+def test_gpus_flag_trains_on_several_devices(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", TRAIN_ON_TWO_CPUS, "--dataset", "sample",
+         "--out", str(out), "--max_steps", "4", "--batch_size", "32", "--gpus", "2",
+         *TINY],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 CPU devices" in result.stdout
+    model = keras.models.load_model(out / "model.keras")
+    assert model.encode(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 8, 8)

@@ -20,6 +20,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dvq.export import export_tokenizer  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,13 +44,6 @@ def parse_args(argv=None):
         "divisible by the stride (default: none,none,C)",
     )
     return parser.parse_args(argv)
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def image_shape(text):

@@ -35,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.export import read_tokenizer_info  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
 
 METADATA = "metadata.json"
 
@@ -55,13 +56,6 @@ def parse_args(argv=None):
     parser.add_argument("--shard_size", type=positive_int, default=10000)
     parser.add_argument("--batch_size", type=positive_int, default=128)
     return parser.parse_args(argv)
-
-
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 class KerasTokenizer:

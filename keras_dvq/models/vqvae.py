@@ -231,16 +231,21 @@ class VQVAE(keras.Model):
         # batch across replicas in eager mode, which fails across workers
         # (MultiWorkerMirroredStrategy, keras-team/keras#20585). A built VQVAE
         # needs no shapes: build the optimizer, as the symbolic build would.
-        if self.built and distribute.is_multi_worker(self.distribute_strategy):
+        if self.built and self._is_multi_worker():
             if self.optimizer is not None and not self.optimizer.built:
                 with self.distribute_strategy.scope():
                     self.optimizer.build(self.trainable_variables)
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
+    def _is_multi_worker(self):
+        # `distribute_strategy` exists on the TensorFlow backend only.
+        strategy = getattr(self, "distribute_strategy", None)
+        return distribute.is_multi_worker(strategy)
+
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if distribute.is_multi_worker(self.distribute_strategy):
+        if self._is_multi_worker():
             # Keras reduces the step's logs across workers along axis 0, which
             # scalars lack (keras-team/keras#20585); the mean of the replicas'
             # one-element logs is the same number.

@@ -39,9 +39,14 @@ import tempfile
 import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
+PY_FUNCTION_OPS = ("PyFunc", "EagerPyFunc", "PyFuncStateless")
 # The DALL-E dVAE as its recipe trains it: Gumbel quantizer, logit-Laplace loss.
 MODELS = {
-    "deepmind": {"vq_flavor": "vqvae", "enc_dec_flavor": "deepmind", "loss_flavor": "l2"},
+    "deepmind": {
+        "vq_flavor": "vqvae",
+        "enc_dec_flavor": "deepmind",
+        "loss_flavor": "l2",
+    },
     "dalle": {
         "vq_flavor": "gumbel",
         "enc_dec_flavor": "openai",
@@ -218,7 +223,9 @@ def format_table(report):
         if name.startswith("usage_") and "error" not in r
     ]
     if usage:
-        lines.append("\n| backend | policy | steps | val recon_loss | perplexity | codes used |")
+        lines.append(
+            "\n| backend | policy | steps | val recon_loss | perplexity | codes used |"
+        )
         lines.append("|---|---|---|---|---|---|")
         for backend, policy, r in usage:
             lines.append(
@@ -255,7 +262,13 @@ def run_worker(args):
         result = measure_usage(config)
     else:
         result = measure_model(args.worker, config, args.device)
-    result.update(backend=keras.backend.backend(), policy=args.policy)
+    import keras_dvq
+
+    result.update(
+        backend=keras.backend.backend(),
+        policy=args.policy,
+        keras_dvq=os.path.dirname(keras_dvq.__file__),
+    )
     with open(args.result, "w") as file:
         json.dump(result, file, indent=2)
     return result
@@ -392,7 +405,11 @@ def timed_fit(model, images, batch_size):
     the call's set-up, its first step and its end are left out."""
     timer = _StepTimes()
     model.fit(
-        images, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+        images,
+        batch_size=batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
         callbacks=[timer],
     )
     times = sorted(timer.times)
@@ -412,8 +429,12 @@ def measure_model(name, config, device):
     encode_images = sample_images(config["encode_batches"] * batch_size, "validation")
     # Warm-up: compilation and the first steps of each configuration.
     for m in (model, twin):
-        m.fit(window[: config["warmup_steps"] * batch_size or batch_size],
-              batch_size=batch_size, epochs=1, verbose=0)
+        m.fit(
+            window[: config["warmup_steps"] * batch_size or batch_size],
+            batch_size=batch_size,
+            epochs=1,
+            verbose=0,
+        )
     model.encode(encode_images, batch_size=batch_size)
     # Rounds of quantizer, identity, encode: load drifts hit all three.
     train, identity, encode = [], [], []
@@ -452,11 +473,20 @@ def measure_usage(config):
     model = VQVAE.from_flavors(n_hid=config["n_hid"])
     model.compile()
     start = time.perf_counter()
-    model.fit(images, batch_size=batch_size, epochs=1, verbose=0,
-              callbacks=[KMeansInit(images[:10_000])])
+    model.fit(
+        images,
+        batch_size=batch_size,
+        epochs=1,
+        verbose=0,
+        callbacks=[KMeansInit(images[:10_000])],
+    )
     seconds = time.perf_counter() - start
-    logs = model.evaluate(sample_images(4250, "validation"), batch_size=batch_size,
-                          verbose=0, return_dict=True)
+    logs = model.evaluate(
+        sample_images(4250, "validation"),
+        batch_size=batch_size,
+        verbose=0,
+        return_dict=True,
+    )
     return {
         "steps": steps,
         "seconds": seconds,
@@ -507,7 +537,9 @@ def host_round_trips(model, batch, steps=3):
         spec = tf.TensorSpec((None,) + batch.shape[1:], batch.dtype)
         graph = tf.function(model.train_step).get_concrete_function((spec,)).graph
         ops = _tf_op_types(graph)
-        py_ops = sum(ops.get(t, 0) for t in ("PyFunc", "EagerPyFunc", "PyFuncStateless"))
+        py_ops = sum(
+            ops.get(t, 0) for t in ("PyFunc", "EagerPyFunc", "PyFuncStateless")
+        )
         data = iter(tf.data.Dataset.from_tensors((batch,)).repeat())
         calls = _python_calls_into_package(lambda: model.train_function(data), steps)
         return {
@@ -533,21 +565,29 @@ def host_round_trips(model, batch, steps=3):
             jax.block_until_ready(logs)
             per_step = 0
         except Exception as error:  # the guard raises on a transfer
-            return {"method": "jax.transfer_guard('disallow')", "per_step": 1,
-                    "error": str(error)[:300]}
+            return {
+                "method": "jax.transfer_guard('disallow')",
+                "per_step": 1,
+                "error": str(error)[:300],
+            }
         return {"method": "jax.transfer_guard('disallow')", "per_step": per_step}
     import torch
 
     data = (torch.as_tensor(batch),)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+    ) as prof:
         for _ in range(steps):
             model.train_function([data])
     reads = sum(
         event.count
         for event in prof.key_averages()
-        if event.key in ("aten::_local_scalar_dense", "aten::item")
+        if event.key == "aten::_local_scalar_dense"
     )
-    return {"method": "torch.profiler: aten::_local_scalar_dense", "per_step": reads / steps}
+    return {
+        "method": "torch.profiler: aten::_local_scalar_dense",
+        "per_step": reads / steps,
+    }
 
 
 def _tf_op_types(graph):

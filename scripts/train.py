@@ -67,6 +67,11 @@ def parse_args(argv=None):
         help="skip the k-means codebook initialization (vqvae flavor)",
     )
     add("--learning_rate", type=positive_float, default=3e-4)
+    add(
+        "--mixed_precision",
+        action="store_true",
+        help="mixed_bfloat16 encoder/decoder; the quantizer stays float32",
+    )
     return parser.parse_args(argv)
 
 
@@ -142,6 +147,8 @@ def train(args):
         # Epochs of (at most) one pass each, max_steps in all (rounded up).
         epochs = math.ceil(args.max_steps / batches_per_pass)
         steps_per_epoch = math.ceil(args.max_steps / epochs)
+    if args.mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     model = build_model(args)
     # BackupAndRestore (and KMeansInit) need the variables before fit starts.
     model.build((None,) + tuple(train_data.element_spec.shape[1:]))

@@ -129,3 +129,20 @@ def test_invalid_flags_exit_2_without_traceback(tmp_path, flags, match):
     assert result.returncode == 2
     assert match in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_mixed_precision_keeps_the_quantizer_in_float32(train_script, tmp_path):
+    import keras
+
+    dataset = image_folder(tmp_path / "images", count=20)
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "2",
+            "--batch_size", "8", "--mixed_precision", *TINY]  # fmt: skip
+    assert train_script.main(argv) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert model.encoder.compute_dtype == "bfloat16"
+    assert model.quantizer.codebook.dtype == "float32"
+    assert (
+        model.quantizer.project(np.zeros((1, 8, 8, 16), "float32")).dtype == "float32"
+    )

@@ -78,7 +78,7 @@ QUICK = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--backend", choices=BACKENDS, default=None, help="default: all installed")
+    add("--backend", default=None, help="comma-separated; default: all installed")
     add("--device", choices=["cpu", "gpu"], default="cpu")
     add("--models", default="deepmind,dalle", help="comma-separated: deepmind,dalle")
     add("--batch_size", type=int, default=None, help="default 128 (8 with --quick)")
@@ -94,6 +94,9 @@ def parse_args(argv=None):
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         parser.error(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+    unknown = set((args.backend or "tensorflow").split(",")) - set(BACKENDS)
+    if unknown:
+        parser.error(f"--backend: unknown {sorted(unknown)}; choose from {BACKENDS}")
     return args
 
 
@@ -114,7 +117,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
-    backends = [args.backend] if args.backend else installed_backends()
+    backends = args.backend.split(",") if args.backend else installed_backends()
     models = args.models.split(",")
     report = {
         "machine": machine_info(args.device),

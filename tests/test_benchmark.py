@@ -42,9 +42,11 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
     assert f"| {backend} | deepmind |" in table
 
 
-def test_unknown_model_is_refused():
+def test_unknown_models_and_backends_are_refused():
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--models", "deepmind,resnet"])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--backend", "tensorflow,numpy"])
 
 
 def test_identity_bottleneck_passes_the_projection_through():

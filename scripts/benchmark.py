@@ -439,11 +439,13 @@ def measure_model(name, config, device):
             verbose=0,
         )
     model.encode(encode_images, batch_size=batch_size)
-    # Rounds of quantizer, identity, encode: load drifts hit all three.
+    # Rounds of quantizer, identity and encode windows, the training order
+    # swapped every round (A B, B A, ...): load drifts hit all three alike.
     train, identity, encode = [], [], []
-    for _ in range(config["rounds"]):
-        train.append(timed_fit(model, window, batch_size))
-        identity.append(timed_fit(twin, window, batch_size))
+    for index in range(config["rounds"]):
+        pair = [(train, model), (identity, twin)]
+        for rates, trained in pair if index % 2 == 0 else pair[::-1]:
+            rates.append(timed_fit(trained, window, batch_size))
         encode.append(timed_encode(model, encode_images, batch_size))
     train_rate = statistics.median(train)
     identity_rate = statistics.median(identity)

@@ -5,16 +5,17 @@ from keras import layers
 from keras import ops
 
 from keras_dvq.models.lowering import call_layer
+from keras_dvq.models.lowering import lowered_call
 from tests.testing import gradients
 from tests.testing import random_inputs
 
 
 def _assert_same_map(layer, input_shape, seed=0, training=True, atol=1e-5):
-    """`call_layer` gives the outputs of `layer(...)` and the same gradients
+    """`lowered_call` gives the outputs of `layer(...)` and the same gradients
     with respect to the layer's variables and to the inputs."""
     array = random_inputs(input_shape, seed=seed) - 0.5
     expected = layer(array)
-    actual = call_layer(layer, array, training=training)
+    actual = lowered_call(layer, array, training=training)
     assert actual.shape == expected.shape
     np.testing.assert_allclose(
         ops.convert_to_numpy(actual), ops.convert_to_numpy(expected), atol=atol
@@ -24,7 +25,7 @@ def _assert_same_map(layer, input_shape, seed=0, training=True, atol=1e-5):
     inputs = keras.Variable(array)
     variables = [*layer.trainable_variables, inputs]
     grads = gradients(
-        lambda: ops.sum(call_layer(layer, inputs, training=training) * weights),
+        lambda: ops.sum(lowered_call(layer, inputs, training=training) * weights),
         variables,
     )
     reference = gradients(lambda: ops.sum(layer(inputs) * weights), variables)
@@ -55,7 +56,7 @@ def test_max_pool_gradient_goes_to_first_maximum_of_ties():
     layer = layers.MaxPooling2D(2)
     inputs = keras.Variable(np.zeros((1, 2, 2, 1), "float32"))
     grad = gradients(
-        lambda: ops.sum(call_layer(layer, inputs, training=True)), [inputs]
+        lambda: ops.sum(lowered_call(layer, inputs, training=True)), [inputs]
     )
     np.testing.assert_array_equal(grad[0].ravel(), [1.0, 0.0, 0.0, 0.0])
 
@@ -69,7 +70,7 @@ def test_other_layers_are_called_as_they_are():
     ]:
         inputs = random_inputs(shape)
         np.testing.assert_array_equal(
-            ops.convert_to_numpy(call_layer(layer, inputs, training=True)),
+            ops.convert_to_numpy(lowered_call(layer, inputs, training=True)),
             ops.convert_to_numpy(layer(inputs)),
         )
 
@@ -82,10 +83,21 @@ def test_mixed_precision_keeps_the_compute_dtype(mixed_bfloat16):
     ]:
         inputs = random_inputs(shape)
         expected = layer(inputs)
-        actual = call_layer(layer, inputs, training=True)
+        actual = lowered_call(layer, inputs, training=True)
         assert keras.backend.standardize_dtype(actual.dtype) == "bfloat16"
         np.testing.assert_allclose(
             ops.convert_to_numpy(ops.cast(actual, "float32")),
             ops.convert_to_numpy(ops.cast(expected, "float32")),
             atol=0.05,
         )
+
+
+def test_only_jax_runs_the_lowered_forms():
+    layer = layers.Conv2D(4, 1)
+    inputs = random_inputs((1, 3, 3, 2))
+    layer.build(inputs.shape)
+    calls = []
+    original = layer.call
+    layer.call = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    call_layer(layer, inputs)
+    assert bool(calls) == (keras.backend.backend() != "jax")

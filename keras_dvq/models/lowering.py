@@ -14,13 +14,15 @@ the README's benchmark section) put most of its time in three gradients:
   slower than a reshape into 2x2 windows, an argmax and a one-hot mask.
   Only in training: the forward pass alone is faster as it is.
 
-`call_layer(layer, x)` runs such a layer through its formulation here, with
-the layer's own variables (same parameters, checkpoints and `.keras` files)
-and the same outputs and gradients up to float rounding (tested); any
-other layer is simply called. TensorFlow and PyTorch compute the same
-numbers either way.
+`call_layer(layer, x)` runs such a layer through its formulation here on
+JAX, with the layer's own variables (same parameters, checkpoints and
+`.keras` files) and the same outputs and gradients up to float rounding
+(tested on every backend); any other layer, and every layer on TensorFlow
+and PyTorch, is simply called: their native kernels are fast, and their
+numbers stay exactly what they were.
 """
 
+import keras
 from keras import layers
 from keras import ops
 
@@ -31,6 +33,13 @@ _TAPS = ({-1: 3, 0: 1}, {0: 2, 1: 0})
 
 
 def call_layer(layer, inputs, training=None):
+    """`layer(inputs, training=training)`; on JAX through `lowered_call`."""
+    if keras.backend.backend() == "jax":
+        return lowered_call(layer, inputs, training=training)
+    return layer(inputs, training=training)
+
+
+def lowered_call(layer, inputs, training=None):
     """`layer(inputs, training=training)`, through an equivalent formulation
     where this module has one for the layer's configuration."""
     if _is_subpixel_compatible(layer):

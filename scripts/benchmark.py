@@ -126,20 +126,24 @@ def main(argv=None):
         "backends": {},
     }
     for backend in backends:
-        results = {model: launch(args, backend, model) for model in models}
+        results = report["backends"][backend] = {}
+        tasks = [(model, model, "float32") for model in models]
         if args.mixed_precision and "deepmind" in models:
-            results["deepmind_mixed_bfloat16"] = launch(
-                args, backend, "deepmind", policy="mixed_bfloat16"
-            )
-            for policy in ("float32", "mixed_bfloat16"):
-                results[f"usage_{policy}"] = launch(args, backend, "usage", policy)
-        report["backends"][backend] = results
+            tasks.append(("deepmind_mixed_bfloat16", "deepmind", "mixed_bfloat16"))
+            tasks += [(f"usage_{p}", "usage", p) for p in ("float32", "mixed_bfloat16")]
+        for key, task, policy in tasks:
+            results[key] = launch(args, backend, task, policy)
+            _write(report, args.out)  # what is measured survives an interruption
     report["machine"]["load_average_after"] = os.getloadavg()
-    with open(args.out, "w") as file:
-        json.dump(report, file, indent=2)
+    _write(report, args.out)
     print(format_table(report))
     print(f"\nWrote {args.out}")
     return report
+
+
+def _write(report, path):
+    with open(path, "w") as file:
+        json.dump(report, file, indent=2)
 
 
 def installed_backends():
@@ -239,7 +243,7 @@ def format_table(report):
     lines.append(
         f"\n{load['processor']}, {load['cpu_count']} cores, device {load['device']}; "
         f"load average before {_load(load['load_average_before'])}, "
-        f"after {_load(load['load_average_after'])}"
+        f"after {_load(load.get('load_average_after', []))}"
     )
     return "\n".join(lines)
 

@@ -4,11 +4,12 @@ Profiling the training step on JAX (XLA:CPU, batch 128, 32x32 images; see
 the README's benchmark section) put most of its time in three gradients:
 
 - `Conv2DTranspose` (4x4, stride 2): an input-dilated convolution whose
-  backward pass took 1.17 s of the DeepMind decoder's 1.4 s (TensorFlow:
-  48 ms). Computed here as a sub-pixel convolution (Shi et al., 2016): a
+  forward and backward pass took 1.17 s of the DeepMind decoder's 1.36 s
+  (TensorFlow: 48 ms). Computed here as a sub-pixel convolution (Shi et
+  al., 2016): a
   3x3 stride-1 convolution with `4 * filters` outputs, one group per output
   phase (row parity, column parity), then a depth-to-space shuffle.
-- 1x1 `Conv2D`: its kernel gradient ran 3-6x slower than the same product
+- 1x1 `Conv2D`: its kernel gradient ran 5-7x slower than the same product
   as a matrix multiplication, which it is.
 - `MaxPooling2D` (2x2, stride 2): its gradient (select-and-scatter) ran 3x
   slower than a reshape into 2x2 windows, an argmax and a one-hot mask.

@@ -46,9 +46,11 @@ class CodebookUsage(keras.metrics.Metric):
         )
 
     def update_state(self, tokens, sample_weight=None):
-        tokens = ops.reshape(ops.cast(tokens, "int32"), (-1,))
-        one_hot = ops.one_hot(tokens, self.num_embeddings, dtype="float32")
-        self.counts.assign_add(ops.sum(one_hot, axis=0))
+        tokens = ops.reshape(ops.cast(tokens, "int32"), (-1, 1))
+        # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids'
+        # range back to the host on every call (a sync per step on a GPU).
+        one_hot = ops.equal(tokens, ops.arange(self.num_embeddings, dtype="int32"))
+        self.counts.assign_add(ops.sum(ops.cast(one_hot, "float32"), axis=0))
 
     def result(self):
         total = ops.maximum(ops.sum(self.counts), 1.0)

@@ -71,6 +71,11 @@ def make_parser():
         help="skip the k-means codebook initialization (vqvae flavor)",
     )
     add(
+        "--mixed_precision",
+        action="store_true",
+        help="mixed_bfloat16 encoder/decoder; the quantizer stays float32",
+    )
+    add(
         "--hparams",
         metavar="JSON",
         help="a file of flag values, e.g. scripts/tune_gumbel.py's "
@@ -227,6 +232,8 @@ def train(args):
         epochs, steps_per_epoch = recipe.run_length(batches_per_pass, args.max_steps)
     if args.vq_flavor == "gumbel":
         print("gumbel hyperparameters: " + json.dumps(hparams))
+    if args.mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     with device_scope(args):
         model = build_model(args, hparams)
         # BackupAndRestore (and KMeansInit) need the variables before fit.

@@ -212,3 +212,20 @@ def test_gpus_flag_trains_on_several_devices(tmp_path):
     assert "training on 2 CPU devices" in result.stdout
     model = keras.models.load_model(out / "model.keras")
     assert model.encode(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 8, 8)
+
+
+@pytest.mark.slow
+def test_mixed_precision_keeps_the_quantizer_in_float32(train_script, tmp_path):
+    import keras
+
+    dataset = image_folder(tmp_path / "images", count=20)
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "2",
+            "--batch_size", "8", "--mixed_precision", *TINY]  # fmt: skip
+    assert train_script.main(argv) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert model.encoder.compute_dtype == "bfloat16"
+    assert model.quantizer.codebook.dtype == "float32"
+    assert (
+        model.quantizer.project(np.zeros((1, 8, 8, 16), "float32")).dtype == "float32"
+    )

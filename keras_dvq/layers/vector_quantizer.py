@@ -191,7 +191,10 @@ class VectorQuantizer(keras.layers.Layer):
         # yields the global batch's statistics, identical on every replica.
         replicas = distribute.num_replicas()
         decay = self.ema_decay
-        assignments = ops.one_hot(flat_tokens, self.num_embeddings, dtype="float32")
+        # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids'
+        # range back to the host on every call (a sync per step on a GPU).
+        codes = ops.arange(self.num_embeddings, dtype="int32")
+        assignments = ops.cast(ops.equal(flat_tokens[:, None], codes), "float32")
         counts = ops.sum(assignments, axis=0)
         sums = ops.matmul(ops.transpose(assignments), flat)
         self.ema_cluster_size.assign(

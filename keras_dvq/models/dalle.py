@@ -6,6 +6,7 @@ from keras import layers
 from keras import ops
 
 from keras_dvq.models.layer_chain import LayerChain
+from keras_dvq.models.lowering import call_layer
 from keras_dvq.validation import check_positive_int
 
 GROUP_COUNT = 4
@@ -69,8 +70,8 @@ class DalleResidualBlock(keras.layers.Layer):
     def call(self, inputs):
         residual = inputs
         for conv in self.res_path:
-            residual = conv(ops.relu(residual))
-        identity = inputs if self.id_path is None else self.id_path(inputs)
+            residual = call_layer(conv, ops.relu(residual))
+        identity = inputs if self.id_path is None else call_layer(self.id_path, inputs)
         return identity + self.post_gain * residual
 
     def compute_output_shape(self, input_shape):

@@ -6,6 +6,7 @@ from keras import layers
 from keras import ops
 
 from keras_dvq.models.layer_chain import LayerChain
+from keras_dvq.models.lowering import call_layer
 from keras_dvq.validation import check_positive_int
 
 
@@ -40,7 +41,7 @@ class DeepMindResidualBlock(keras.layers.Layer):
 
     def call(self, inputs):
         hidden = ops.relu(self.conv_in(inputs))
-        return ops.relu(inputs + self.conv_out(hidden))
+        return ops.relu(inputs + call_layer(self.conv_out, hidden))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,5 +1,7 @@
 import keras
 
+from keras_dvq.models.lowering import call_layer
+
 
 class LayerChain(keras.layers.Layer):
     """Base of the encoders and decoders: a fixed chain of layers.
@@ -35,7 +37,9 @@ class LayerChain(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for layer in self.chain:
-            x = layer(x, training=training)
+            # Some layers run through equivalent formulations that XLA on CPU
+            # differentiates faster (same variables and outputs; lowering.py).
+            x = call_layer(layer, x, training=training)
         return x
 
     def compute_output_shape(self, input_shape):

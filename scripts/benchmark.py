@@ -1,0 +1,636 @@
+"""Training and tokenization throughput of the VQ-VAEs on every backend.
+
+    python scripts/benchmark.py [--backend tensorflow|jax|torch] [--device cpu|gpu]
+        [--models deepmind,dalle] [--batch_size 128] [--mixed_precision]
+        [--quick] [--out benchmark.json]
+
+For the DeepMind VQ-VAE and the DALL-E dVAE (Gumbel quantizer, logit-Laplace
+loss), both with 512 codes of dimension 64 and `n_hid` 64 on 32x32 images,
+and for each installed Keras backend (one process per backend and model,
+since the backend is fixed at import):
+
+- training throughput of `model.fit` on in-memory batches (images/s, median
+  of timed windows after a warm-up);
+- the same model with an identity bottleneck (the quantizer's 1x1
+  projection, no code search) timed in alternation with it, so that the
+  quantizer's overhead is a ratio from one run;
+- tokenization throughput of `model.encode` on arrays, in the same rounds;
+- peak memory: the process' maximum resident set on CPU, the device's peak
+  allocation on GPU;
+- whether the compiled training step runs without host round-trips;
+- the `sample` tf.data input pipeline alone (images/s).
+
+Writes the results as JSON (`--out`) and prints a table. `--mixed_precision`
+adds the DeepMind model under `mixed_bfloat16` (throughput, and the codebook
+usage after a short training against float32). `--quick` is a smoke run with
+tiny sizes (used by the tests); its figures mean nothing.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+PY_FUNCTION_OPS = ("PyFunc", "EagerPyFunc", "PyFuncStateless")
+# The DALL-E dVAE as its recipe trains it: Gumbel quantizer, logit-Laplace loss.
+MODELS = {
+    "deepmind": {
+        "vq_flavor": "vqvae",
+        "enc_dec_flavor": "deepmind",
+        "loss_flavor": "l2",
+    },
+    "dalle": {
+        "vq_flavor": "gumbel",
+        "enc_dec_flavor": "openai",
+        "loss_flavor": "logit_laplace",
+    },
+}
+FULL = {
+    "batch_size": 128,
+    "n_hid": 64,
+    "warmup_steps": 4,
+    "window_steps": 12,
+    "rounds": 5,
+    "encode_batches": 8,
+    "pipeline_batches": 150,
+    "usage_steps": 300,
+}
+QUICK = {
+    "batch_size": 8,
+    "n_hid": 8,
+    "warmup_steps": 1,
+    "window_steps": 3,
+    "rounds": 2,
+    "encode_batches": 2,
+    "pipeline_batches": 6,
+    "usage_steps": 3,
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--backend", default=None, help="comma-separated; default: all installed")
+    add("--device", choices=["cpu", "gpu"], default="cpu")
+    add("--models", default="deepmind,dalle", help="comma-separated: deepmind,dalle")
+    add("--batch_size", type=int, default=None, help="default 128 (8 with --quick)")
+    add("--rounds", type=int, default=None, help="timed windows per configuration")
+    add("--mixed_precision", action="store_true", help="also mixed_bfloat16")
+    add("--quick", action="store_true", help="tiny smoke run; figures mean nothing")
+    add("--out", default="benchmark.json", help="JSON results")
+    # One measurement in this process (what the parent launches).
+    add("--worker", default=None, help=argparse.SUPPRESS)
+    add("--policy", default="float32", help=argparse.SUPPRESS)
+    add("--result", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        parser.error(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+    unknown = set((args.backend or "tensorflow").split(",")) - set(BACKENDS)
+    if unknown:
+        parser.error(f"--backend: unknown {sorted(unknown)}; choose from {BACKENDS}")
+    return args
+
+
+def settings(args):
+    config = dict(QUICK if args.quick else FULL)
+    if args.batch_size:
+        config["batch_size"] = args.batch_size
+    if args.rounds:
+        config["rounds"] = args.rounds
+    return config
+
+
+# ---------------------------------------------------------------------------
+# The parent: one subprocess per measurement, then the table.
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    backends = args.backend.split(",") if args.backend else installed_backends()
+    models = args.models.split(",")
+    report = {
+        "machine": machine_info(args.device),
+        "settings": {**settings(args), "device": args.device, "quick": args.quick},
+        "pipeline": launch(args, "tensorflow", "pipeline"),
+        "backends": {},
+    }
+    for backend in backends:
+        results = report["backends"][backend] = {}
+        tasks = [(model, model, "float32") for model in models]
+        if args.mixed_precision and "deepmind" in models:
+            tasks.append(("deepmind_mixed_bfloat16", "deepmind", "mixed_bfloat16"))
+            tasks += [(f"usage_{p}", "usage", p) for p in ("float32", "mixed_bfloat16")]
+        for key, task, policy in tasks:
+            results[key] = launch(args, backend, task, policy)
+            _write(report, args.out)  # what is measured survives an interruption
+    report["machine"]["load_average_after"] = os.getloadavg()
+    _write(report, args.out)
+    print(format_table(report))
+    print(f"\nWrote {args.out}")
+    return report
+
+
+def _write(report, path):
+    with open(path, "w") as file:
+        json.dump(report, file, indent=2)
+
+
+def installed_backends():
+    return [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+
+
+def machine_info(device):
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "python": platform.python_version(),
+        "load_average_before": os.getloadavg(),
+    }
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def launch(args, backend, task, policy="float32"):
+    """Runs one measurement in a fresh process and returns its JSON."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    if args.device == "cpu":
+        env.update(CUDA_VISIBLE_DEVICES="-1", JAX_PLATFORMS="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result.json")
+        command = [sys.executable, os.path.abspath(__file__), "--worker", task]
+        command += ["--policy", policy, "--result", result, "--device", args.device]
+        if args.quick:
+            command.append("--quick")
+        if args.batch_size:
+            command += ["--batch_size", str(args.batch_size)]
+        if args.rounds:
+            command += ["--rounds", str(args.rounds)]
+        label = f"{backend} {task}" + ("" if policy == "float32" else f" {policy}")
+        print(f"... {label}", file=sys.stderr, flush=True)
+        completed = subprocess.run(command, env=env, capture_output=True, text=True)
+        if completed.returncode:
+            tail = "\n".join(completed.stderr.splitlines()[-15:])
+            return {"error": f"exit {completed.returncode}: {tail}"}
+        with open(result) as file:
+            return json.load(file)
+
+
+def format_table(report):
+    lines = [
+        "| backend | model | train img/s | identity img/s | quantizer overhead "
+        "| encode img/s | encode / train | pipeline / train | peak memory MB "
+        "| host round-trips |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    pipeline = report["pipeline"].get("images_per_s")
+    for backend, results in report["backends"].items():
+        for name, r in results.items():
+            if name.startswith("usage_"):
+                continue
+            if "error" in r:
+                lines.append(f"| {backend} | {name} | error: {r['error'][-80:]} |")
+                continue
+            ratio = f"{pipeline / r['train_images_per_s']:.1f}x" if pipeline else "-"
+            lines.append(
+                f"| {backend} | {name} | {r['train_images_per_s']:,.0f} "
+                f"| {r['identity_images_per_s']:,.0f} "
+                f"| {100 * r['quantizer_overhead']:+.1f}% "
+                f"| {r['encode_images_per_s']:,.0f} "
+                f"| {r['encode_over_train']:.1f}x | {ratio} "
+                f"| {r['peak_memory_mb']:,.0f} | {r['host_round_trips']['per_step']} |"
+            )
+    if pipeline:
+        lines.append(f"\ninput pipeline (`sample`, tf.data): {pipeline:,.0f} images/s")
+    usage = [
+        (backend, name[len("usage_") :], r)
+        for backend, results in report["backends"].items()
+        for name, r in results.items()
+        if name.startswith("usage_") and "error" not in r
+    ]
+    if usage:
+        lines.append(
+            "\n| backend | policy | steps | val recon_loss | perplexity | codes used |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for backend, policy, r in usage:
+            lines.append(
+                f"| {backend} | {policy} | {r['steps']} | {r['recon_loss']:.4f} "
+                f"| {r['perplexity']:.1f} | {r['cluster_use']:.0f} |"
+            )
+    load = report["machine"]
+    lines.append(
+        f"\n{load['processor']}, {load['cpu_count']} cores, device {load['device']}; "
+        f"load average before {_load(load['load_average_before'])}, "
+        f"after {_load(load.get('load_average_after', []))}"
+    )
+    return "\n".join(lines)
+
+
+def _load(values):
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+# ---------------------------------------------------------------------------
+# A worker: one backend (fixed by KERAS_BACKEND), one measurement.
+
+
+def run_worker(args):
+    config = settings(args)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if args.policy != "float32":
+        keras.mixed_precision.set_dtype_policy(args.policy)
+    if args.worker == "pipeline":
+        result = measure_pipeline(config)
+    elif args.worker == "usage":
+        result = measure_usage(config)
+    else:
+        result = measure_model(args.worker, config, args.device)
+    import keras_dvq
+
+    result.update(
+        backend=keras.backend.backend(),
+        policy=args.policy,
+        keras_dvq=os.path.dirname(keras_dvq.__file__),
+    )
+    with open(args.result, "w") as file:
+        json.dump(result, file, indent=2)
+    return result
+
+
+def measure_pipeline(config):
+    """Batches per second of `load_dataset("sample", "train")` alone."""
+    from keras_dvq.data import load_dataset
+
+    batch_size = config["batch_size"]
+    dataset = load_dataset("sample", "train", batch_size=batch_size, seed=0).repeat()
+    iterator = iter(dataset)
+    for _ in range(config["pipeline_batches"] // 5):  # warm-up: fills the buffers
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(config["pipeline_batches"]):
+        next(iterator)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": config["pipeline_batches"] * batch_size / seconds}
+
+
+def sample_images(count, split="train"):
+    import numpy as np
+
+    from keras_dvq.sample_data import load_sample_patches
+
+    images = load_sample_patches(split)
+    return images[np.arange(count) % len(images)]
+
+
+def build_models(name, config):
+    """The model and its identity-bottleneck twin, compiled alike."""
+    import keras
+
+    from keras_dvq.models import VQVAE
+    from keras_dvq.models.vqvae import ENCODER_DECODERS
+
+    flavors = MODELS[name]
+    sizes = {"num_embeddings": 512, "embedding_dim": 64, "n_hid": config["n_hid"]}
+    model = VQVAE.from_flavors(**flavors, **sizes)
+    encoder_class, decoder_class = ENCODER_DECODERS[flavors["enc_dec_flavor"]]
+    twin = VQVAE(
+        encoder=encoder_class(n_hid=sizes["n_hid"], name="encoder"),
+        quantizer=_identity_bottleneck_class()(
+            sizes["num_embeddings"], sizes["embedding_dim"], name="quantizer"
+        ),
+        decoder=decoder_class(
+            n_hid=sizes["n_hid"],
+            output_channels=model.decoder.output_channels,
+            name="decoder",
+        ),
+        reconstruction_loss=flavors["loss_flavor"],
+    )
+    shape = (None, 32, 32, 3)
+    for m in (model, twin):
+        m.build(shape)
+        m.compile()
+    return model, twin, keras
+
+
+def _identity_bottleneck_class():
+    import keras
+    from keras import ops
+
+    class IdentityBottleneck(keras.layers.Layer):
+        """The quantizer's 1x1 projection to `embedding_dim`, passed through.
+
+        Tokens are zeros, so the model's usage histogram costs the same as
+        with a quantizer: what differs is the code search, lookup, latent
+        loss and codebook update.
+
+        Example:
+
+        ```python
+        bottleneck = IdentityBottleneck(num_embeddings=512, embedding_dim=64)
+        z, tokens = bottleneck(np.zeros((2, 8, 8, 128)))  # (2, 8, 8, 64), (2, 8, 8)
+        ```
+        """
+
+        def __init__(self, num_embeddings=512, embedding_dim=64, **kwargs):
+            super().__init__(**kwargs)
+            self.num_embeddings = num_embeddings
+            self.embedding_dim = embedding_dim
+            self.projection = keras.layers.Dense(
+                embedding_dim, dtype=self.dtype_policy, name="projection"
+            )
+
+        def build(self, input_shape):
+            self.projection.build(input_shape)
+
+        def call(self, inputs, training=False):
+            projected = self.projection(inputs)
+            return projected, ops.zeros(ops.shape(projected)[:-1], "int32")
+
+        def compute_output_shape(self, input_shape):
+            shape = tuple(input_shape[:-1])
+            return shape + (self.embedding_dim,), shape
+
+        def compute_output_spec(self, inputs, training=False):
+            shape = tuple(inputs.shape[:-1])
+            return (
+                keras.KerasTensor(shape + (self.embedding_dim,), self.compute_dtype),
+                keras.KerasTensor(shape, dtype="int32"),
+            )
+
+    return IdentityBottleneck
+
+
+class _StepTimes:
+    """Callback recording when each training step's logs are ready.
+
+    `async_safe`: on JAX and PyTorch Keras hands the logs to a thread, which
+    waits for the step to finish; timing there does not stall the loop.
+    """
+
+    def __new__(cls):
+        import keras
+
+        class StepTimes(keras.callbacks.Callback):
+            async_safe = True
+
+            def __init__(self):
+                super().__init__()
+                self.times = []
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter())
+
+        return StepTimes()
+
+
+def timed_fit(model, images, batch_size):
+    """Images/s of one `fit` call, from the first step's end to the last's:
+    the call's set-up, its first step and its end are left out."""
+    timer = _StepTimes()
+    model.fit(
+        images,
+        batch_size=batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[timer],
+    )
+    times = sorted(timer.times)
+    return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+def timed_encode(model, images, batch_size):
+    start = time.perf_counter()
+    model.encode(images, batch_size=batch_size)
+    return len(images) / (time.perf_counter() - start)
+
+
+def measure_model(name, config, device):
+    batch_size = config["batch_size"]
+    model, twin, keras = build_models(name, config)
+    window = sample_images(config["window_steps"] * batch_size)
+    encode_images = sample_images(config["encode_batches"] * batch_size, "validation")
+    # Warm-up: compilation and the first steps of each configuration.
+    for m in (model, twin):
+        m.fit(
+            window[: config["warmup_steps"] * batch_size or batch_size],
+            batch_size=batch_size,
+            epochs=1,
+            verbose=0,
+        )
+    model.encode(encode_images, batch_size=batch_size)
+    # Rounds of quantizer, identity and encode windows, the training order
+    # swapped every round (A B, B A, ...): load drifts hit all three alike.
+    train, identity, encode = [], [], []
+    for index in range(config["rounds"]):
+        pair = [(train, model), (identity, twin)]
+        for rates, trained in pair if index % 2 == 0 else pair[::-1]:
+            rates.append(timed_fit(trained, window, batch_size))
+        encode.append(timed_encode(model, encode_images, batch_size))
+    train_rate = statistics.median(train)
+    identity_rate = statistics.median(identity)
+    encode_rate = statistics.median(encode)
+    return {
+        "model": name,
+        "parameters": model.count_params(),
+        "train_images_per_s": train_rate,
+        "identity_images_per_s": identity_rate,
+        # Extra time per image relative to the identity step.
+        "quantizer_overhead": identity_rate / train_rate - 1.0,
+        "encode_images_per_s": encode_rate,
+        "encode_over_train": encode_rate / train_rate,
+        "windows": {"train": train, "identity": identity, "encode": encode},
+        "host_round_trips": host_round_trips(model, window[:batch_size]),
+        "peak_memory_mb": peak_memory_mb(device),
+        "memory_kind": "device peak" if device == "gpu" else "process max RSS",
+    }
+
+
+def measure_usage(config):
+    """Codebook usage of the DeepMind VQ-VAE after a short training on
+    `sample` (k-means init, as scripts/train.py), on the validation split."""
+    from keras_dvq.callbacks import KMeansInit
+    from keras_dvq.models import VQVAE
+
+    batch_size = config["batch_size"]
+    steps = config["usage_steps"]
+    images = sample_images(steps * batch_size)
+    model = VQVAE.from_flavors(n_hid=config["n_hid"])
+    model.compile()
+    start = time.perf_counter()
+    model.fit(
+        images,
+        batch_size=batch_size,
+        epochs=1,
+        verbose=0,
+        callbacks=[KMeansInit(images[:10_000])],
+    )
+    seconds = time.perf_counter() - start
+    logs = model.evaluate(
+        sample_images(4250, "validation"),
+        batch_size=batch_size,
+        verbose=0,
+        return_dict=True,
+    )
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "recon_loss": logs["recon_loss"],
+        "perplexity": logs["perplexity"],
+        "cluster_use": logs["cluster_use"],
+    }
+
+
+def peak_memory_mb(device):
+    import keras
+
+    backend = keras.backend.backend()
+    if device == "gpu":
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        if backend == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            return stats.get("peak_bytes_in_use", float("nan")) / 2**20
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def host_round_trips(model, batch, steps=3):
+    """Counts what forces the host into a compiled training step.
+
+    TensorFlow: Python callbacks (`py_function` ops) in the step's graph.
+    JAX: the step runs under `jax.transfer_guard("disallow")` on device
+    data; any host<->device transfer inside it raises. PyTorch (eager): the
+    profiler's count of `aten::_local_scalar_dense` (`.item()`, a device to
+    host read) per step.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    model.make_train_function()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None,) + batch.shape[1:], batch.dtype)
+        graph = tf.function(model.train_step).get_concrete_function((spec,)).graph
+        ops = _tf_op_types(graph)
+        py_ops = sum(
+            ops.get(t, 0) for t in ("PyFunc", "EagerPyFunc", "PyFuncStateless")
+        )
+        data = iter(tf.data.Dataset.from_tensors((batch,)).repeat())
+        calls = _python_calls_into_package(lambda: model.train_function(data), steps)
+        return {
+            "method": "py_function ops in the step graph + Python calls into "
+            "keras_dvq while compiled steps run (sys.setprofile)",
+            "per_step": py_ops + calls / steps,
+        }
+    if backend == "jax":
+        import jax
+
+        state = model._get_jax_state(
+            trainable_variables=True,
+            non_trainable_variables=True,
+            optimizer_variables=True,
+            metrics_variables=True,
+        )
+        state = jax.tree_util.tree_map(lambda v: v.copy(), state)
+        data = (jax.device_put(batch),)
+        try:
+            with jax.transfer_guard("disallow"):
+                for _ in range(steps):
+                    logs, state = model.train_function(state, iter([data]))
+            jax.block_until_ready(logs)
+            per_step = 0
+        except Exception as error:  # the guard raises on a transfer
+            return {
+                "method": "jax.transfer_guard('disallow')",
+                "per_step": 1,
+                "error": str(error)[:300],
+            }
+        return {"method": "jax.transfer_guard('disallow')", "per_step": per_step}
+    import torch
+
+    data = (torch.as_tensor(batch),)
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+    ) as prof:
+        for _ in range(steps):
+            model.train_function([data])
+    reads = sum(
+        event.count
+        for event in prof.key_averages()
+        if event.key == "aten::_local_scalar_dense"
+    )
+    return {
+        "method": "torch.profiler: aten::_local_scalar_dense",
+        "per_step": reads / steps,
+    }
+
+
+def _tf_op_types(graph):
+    """Op type counts of a graph, its nested functions included."""
+    graph_def = graph.as_graph_def()
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes += list(function.node_def)
+    counts = {}
+    for node in nodes:
+        counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
+def _python_calls_into_package(step, steps):
+    """Calls of Python functions of keras_dvq while `step()` runs `steps`
+    times: a compiled step runs none; a host callback would."""
+    package = os.path.dirname(importlib.util.find_spec("keras_dvq").origin)
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls += 1
+
+    step()  # a first call may trace
+    sys.setprofile(profile)
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_dvq.code_statistics import code_counts
 from keras_dvq.validation import check_positive_int
 
 
@@ -46,11 +47,7 @@ class CodebookUsage(keras.metrics.Metric):
         )
 
     def update_state(self, tokens, sample_weight=None):
-        tokens = ops.reshape(ops.cast(tokens, "int32"), (-1, 1))
-        # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids'
-        # range back to the host on every call (a sync per step on a GPU).
-        one_hot = ops.equal(tokens, ops.arange(self.num_embeddings, dtype="int32"))
-        self.counts.assign_add(ops.sum(ops.cast(one_hot, "float32"), axis=0))
+        self.counts.assign_add(code_counts(tokens, self.num_embeddings))
 
     def result(self):
         total = ops.maximum(ops.sum(self.counts), 1.0)

@@ -59,7 +59,7 @@ FULL = {
     "warmup_steps": 4,
     "window_steps": 12,
     "rounds": 5,
-    "encode_batches": 8,
+    "encode_batches": 32,
     "pipeline_batches": 150,
     "usage_steps": 300,
 }
@@ -81,8 +81,8 @@ def parse_args(argv=None):
     add("--backend", default=None, help="comma-separated; default: all installed")
     add("--device", choices=["cpu", "gpu"], default="cpu")
     add("--models", default="deepmind,dalle", help="comma-separated: deepmind,dalle")
-    add("--batch_size", type=int, default=None, help="default 128 (8 with --quick)")
-    add("--rounds", type=int, default=None, help="timed windows per configuration")
+    add("--batch_size", type=_positive_int, help="default 128 (8 with --quick)")
+    add("--rounds", type=_positive_int, help="timed windows per configuration")
     add("--mixed_precision", action="store_true", help="also mixed_bfloat16")
     add("--quick", action="store_true", help="tiny smoke run; figures mean nothing")
     add("--out", default="benchmark.json", help="JSON results")
@@ -98,6 +98,18 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"--backend: unknown {sorted(unknown)}; choose from {BACKENDS}")
     return args
+
+
+def _positive_int(text):
+    # Local, not keras_dvq.recipe's: importing that would import keras, and
+    # the parent process must stay free of any backend.
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def settings(args):
@@ -116,7 +128,8 @@ def settings(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        return run_worker(args)
+        run_worker(args)
+        return 0
     backends = args.backend.split(",") if args.backend else installed_backends()
     models = args.models.split(",")
     report = {
@@ -138,7 +151,14 @@ def main(argv=None):
     _write(report, args.out)
     print(format_table(report))
     print(f"\nWrote {args.out}")
-    return report
+    return 1 if failures(report) else 0
+
+
+def failures(report):
+    """The measurements that ended in an error."""
+    results = [report["pipeline"]]
+    results += [r for b in report["backends"].values() for r in b.values()]
+    return [r["error"] for r in results if "error" in r]
 
 
 def _write(report, path):
@@ -260,6 +280,8 @@ def run_worker(args):
     config = settings(args)
     import keras
 
+    if args.device == "gpu" and args.worker != "pipeline":
+        _check_gpu(keras.backend.backend())
     keras.utils.set_random_seed(0)
     if args.policy != "float32":
         keras.mixed_precision.set_dtype_policy(args.policy)
@@ -279,6 +301,23 @@ def run_worker(args):
     with open(args.result, "w") as file:
         json.dump(result, file, indent=2)
     return result
+
+
+def _check_gpu(backend):
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        found = bool(tf.config.list_physical_devices("GPU"))
+    elif backend == "jax":
+        import jax
+
+        found = jax.default_backend() == "gpu"
+    else:
+        import torch
+
+        found = torch.cuda.is_available()
+    if not found:
+        raise SystemExit(f"--device gpu: the {backend} backend sees no GPU")
 
 
 def measure_pipeline(config):
@@ -384,33 +423,31 @@ def _identity_bottleneck_class():
     return IdentityBottleneck
 
 
-class _StepTimes:
-    """Callback recording when each training step's logs are ready.
+def _step_timer():
+    """A callback recording when each training step's logs are ready.
 
     `async_safe`: on JAX and PyTorch Keras hands the logs to a thread, which
     waits for the step to finish; timing there does not stall the loop.
     """
+    import keras
 
-    def __new__(cls):
-        import keras
+    class StepTimer(keras.callbacks.Callback):
+        async_safe = True
 
-        class StepTimes(keras.callbacks.Callback):
-            async_safe = True
+        def __init__(self):
+            super().__init__()
+            self.times = []
 
-            def __init__(self):
-                super().__init__()
-                self.times = []
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
 
-            def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter())
-
-        return StepTimes()
+    return StepTimer()
 
 
 def timed_fit(model, images, batch_size):
     """Images/s of one `fit` call, from the first step's end to the last's:
     the call's set-up, its first step and its end are left out."""
-    timer = _StepTimes()
+    timer = _step_timer()
     model.fit(
         images,
         batch_size=batch_size,
@@ -546,9 +583,7 @@ def host_round_trips(model, batch, steps=3):
         spec = tf.TensorSpec((None,) + batch.shape[1:], batch.dtype)
         graph = tf.function(model.train_step).get_concrete_function((spec,)).graph
         ops = _tf_op_types(graph)
-        py_ops = sum(
-            ops.get(t, 0) for t in ("PyFunc", "EagerPyFunc", "PyFuncStateless")
-        )
+        py_ops = sum(ops.get(op, 0) for op in PY_FUNCTION_OPS)
         data = iter(tf.data.Dataset.from_tensors((batch,)).repeat())
         calls = _python_calls_into_package(lambda: model.train_function(data), steps)
         return {
@@ -633,4 +668,4 @@ def _python_calls_into_package(step, steps):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,9 +14,8 @@ benchmark = load_script("benchmark")
 def test_quick_run_writes_consistent_results(tmp_path, capsys):
     out = tmp_path / "bench.json"
     backend = keras.backend.backend()
-    benchmark.main(
-        ["--quick", "--backend", backend, "--models", "deepmind", "--out", str(out)]
-    )
+    argv = ["--quick", "--backend", backend, "--models", "deepmind", "--out", str(out)]
+    assert benchmark.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["settings"]["quick"] is True
     assert report["pipeline"]["images_per_s"] > 0
@@ -42,11 +41,36 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
     assert f"| {backend} | deepmind |" in table
 
 
-def test_unknown_models_and_backends_are_refused():
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(["--models", "deepmind,resnet"])
-    with pytest.raises(SystemExit):
-        benchmark.parse_args(["--backend", "tensorflow,numpy"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "deepmind,resnet"], "--models: unknown ['resnet']; choose"),
+        (["--backend", "tensorflow,numpy"], "--backend: unknown ['numpy']; choose"),
+        (["--batch_size", "0"], "--batch_size: expected a positive integer, got '0'"),
+        (["--rounds", "two"], "--rounds: expected a positive integer, got 'two'"),
+        (["--device", "tpu"], "--device: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="one backend suffices"
+)
+def test_gpu_device_without_a_gpu_is_an_error_row_and_exit_1(tmp_path, capsys):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    args = benchmark.parse_args(["--device", "gpu", "--quick"])
+    result = benchmark.launch(args, "tensorflow", "deepmind")
+    assert "--device gpu: the tensorflow backend sees no GPU" in result["error"]
+    report = {"pipeline": {"images_per_s": 1.0}, "backends": {"tf": {"m": result}}}
+    assert benchmark.failures(report) == [result["error"]]
 
 
 def test_identity_bottleneck_passes_the_projection_through():

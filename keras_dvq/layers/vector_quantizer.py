@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_dvq import distribute
+from keras_dvq.code_statistics import sums_by_code
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_open_unit_interval
 from keras_dvq.validation import check_positive
@@ -175,12 +176,12 @@ class VectorQuantizer(keras.layers.Layer):
         return ops.cast(quantized, self.compute_dtype), tokens
 
     def _nearest_codes(self, flat):
-        # |z|^2 - 2 z.E^T + |E|^2: one matmul instead of an (N, K, D) tensor.
+        # |z - e|^2 = |z|^2 - 2 z.e + |e|^2: one matmul instead of an
+        # (N, K, D) tensor. |z|^2 is the same for every code of a row, so the
+        # argmin leaves it out.
         codebook = self.codebook
-        distances = (
-            ops.sum(ops.square(flat), axis=1, keepdims=True)
-            - 2.0 * ops.matmul(flat, ops.transpose(codebook))
-            + ops.sum(ops.square(codebook), axis=1)[None, :]
+        distances = ops.sum(ops.square(codebook), axis=1)[None, :] - 2.0 * ops.matmul(
+            flat, ops.transpose(codebook)
         )
         return ops.cast(ops.argmin(distances, axis=1), "int32")
 
@@ -191,12 +192,7 @@ class VectorQuantizer(keras.layers.Layer):
         # yields the global batch's statistics, identical on every replica.
         replicas = distribute.num_replicas()
         decay = self.ema_decay
-        # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids'
-        # range back to the host on every call (a sync per step on a GPU).
-        codes = ops.arange(self.num_embeddings, dtype="int32")
-        assignments = ops.cast(ops.equal(flat_tokens[:, None], codes), "float32")
-        counts = ops.sum(assignments, axis=0)
-        sums = ops.matmul(ops.transpose(assignments), flat)
+        counts, sums = sums_by_code(flat, flat_tokens, self.num_embeddings)
         self.ema_cluster_size.assign(
             decay * self.ema_cluster_size + (1.0 - decay) * replicas * counts
         )

@@ -120,6 +120,26 @@ def test_hard_forward_pass_emits_codebook_rows(rng):
     np.testing.assert_array_equal(to_numpy(quantized), codebook[to_numpy(tokens)])
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch profiler")
+def test_straight_through_reads_nothing_more_back_to_the_host(rng):
+    import torch
+
+    inputs = torch.as_tensor(rng.normal(size=(2, 4, 4, F)).astype("float32"))
+
+    def host_reads(straight_through):
+        quantizer = GumbelQuantizer(K, D, straight_through=straight_through, seed=3)
+        quantizer(inputs, training=True)  # builds
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]
+        ) as profile:
+            quantizer(inputs, training=True)
+        averages = profile.key_averages()
+        return sum(e.count for e in averages if e.key == "aten::_local_scalar_dense")
+
+    # The soft pass's reads (Keras seeding the Gumbel noise) are the floor.
+    assert host_reads(True) == host_reads(False)
+
+
 def test_soft_forward_pass_mixes_codes(rng):
     quantizer = GumbelQuantizer(K, D, temperature=1.0, seed=3)
     inputs = rng.normal(size=(2, 4, 4, F)).astype("float32")

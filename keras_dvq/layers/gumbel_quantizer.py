@@ -135,7 +135,10 @@ class GumbelQuantizer(keras.layers.Layer):
         weights = ops.softmax((logits + gumbel) / self.temperature, axis=-1)
         tokens = ops.cast(ops.argmax(weights, axis=-1), "int32")
         if self.straight_through:
-            hard = ops.one_hot(tokens, self.num_embeddings, dtype="float32")
+            # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids
+            # back to the host (a sync per training step on a GPU).
+            codes = ops.arange(self.num_embeddings, dtype="int32")
+            hard = ops.cast(ops.equal(tokens[..., None], codes), "float32")
             weights = weights + ops.stop_gradient(hard - weights)
         quantized = ops.matmul(weights, self.codebook)
         return ops.cast(quantized, self.compute_dtype), tokens

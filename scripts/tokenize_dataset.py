@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dvq.data import load_dataset  # noqa: E402
-from keras_dvq.export import read_tokenizer_info  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
 
 METADATA = "metadata.json"
 
@@ -55,50 +55,23 @@ def parse_args(argv=None):
     parser.add_argument("--format", choices=["npy", "tfrecord"], default="npy")
     parser.add_argument("--shard_size", type=positive_int, default=10000)
     parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
-class KerasTokenizer:
-    """Tokens from a `.keras` model, on the current Keras backend."""
-
-    def __init__(self, path):
-        self.model = keras.models.load_model(path, compile=False)
-        self.vocabulary_size = self.model.quantizer.num_embeddings
-
-    def __call__(self, images, batch_size):
-        return self.model.encode(images, batch_size=batch_size)
-
-
-class SavedModelTokenizer:
-    """Tokens from an exported tokenizer's `encode` signature."""
-
-    def __init__(self, path):
-        self.vocabulary_size = read_tokenizer_info(path)["num_embeddings"]
-        self.encode = tf.saved_model.load(path).signatures["encode"]
-
-    def __call__(self, images, batch_size):
-        return np.concatenate(
-            [
-                self.encode(images=tf.constant(images[start : start + batch_size]))[
-                    "tokens"
-                ].numpy()
-                for start in range(0, len(images), batch_size)
-            ]
-        )
-
-
-def load_tokenizer(args):
+def open_tokenizer(args):
     path = args.model or args.tokenizer
     if not os.path.exists(path):
         raise ValueError(
             f"--{'model' if args.model else 'tokenizer'} {path}: not found."
         )
-    try:
-        return KerasTokenizer(path) if args.model else SavedModelTokenizer(path)
-    except Exception as error:  # corrupt or foreign files raise many types
+    if args.model and os.path.isdir(path):
+        raise ValueError(f"--model {path}: a directory; pass exports as --tokenizer.")
+    if args.tokenizer and not os.path.isdir(path):
         raise ValueError(
-            f"{path}: cannot be loaded as a tokenizer ({error})."
-        ) from error
+            f"--tokenizer {path}: not a directory; pass .keras as --model."
+        )
+    return load_tokenizer(path)
 
 
 def fingerprint(path):
@@ -121,9 +94,9 @@ def fingerprint(path):
     return digest.hexdigest()
 
 
-def run_settings(args):
-    """What must match for a re-run to continue an earlier one."""
-    path = args.model or args.tokenizer
+def run_settings(args, path):
+    """What must match for a re-run to continue an earlier one (`path`: the
+    tokenizer's file or export directory)."""
     return {
         "format": args.format,
         "dataset": args.dataset,
@@ -183,8 +156,8 @@ def save_metadata(out, metadata):
 
 
 def tokenize(args):
-    tokenizer = load_tokenizer(args)
-    metadata = read_metadata(args.out, run_settings(args))
+    tokenizer = open_tokenizer(args)
+    metadata = read_metadata(args.out, run_settings(args, tokenizer.path))
     if metadata["complete"]:
         print(f"{args.out}: already complete ({metadata['num_images']} images).")
         return metadata
@@ -209,12 +182,12 @@ def tokenize(args):
     os.makedirs(args.out, exist_ok=True)
     progress = keras.utils.Progbar(
         total if total >= 0 else None,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
         unit_name="image",
     )
     progress.update(done)
     for shard_images in images.as_numpy_iterator():
-        tokens = tokenizer(shard_images, args.batch_size).astype(dtype)
+        tokens = tokenizer.encode(shard_images, args.batch_size).astype(dtype)
         name = f"tokens-{len(metadata['shards']):05d}.{args.format}"
         write_atomically(
             os.path.join(args.out, name),

@@ -3,10 +3,11 @@
     python scripts/train.py --dataset sample --out runs/demo
 
 Writes into --out: `model.keras` (final), `best.keras` (lowest
-val_recon_loss), `metrics.csv`, `reconstructions.png` (validation originals
-above their reconstructions), `codebook_usage.png`, `tensorboard/` logs and,
-while running, `backup/` (removed on success) from which `--resume` continues
-an interrupted run.
+val_recon_loss), `metrics.csv`, `training_curves.png` (loss terms, PSNR,
+perplexity and codes used against steps), `reconstructions.png` (validation
+originals above their reconstructions), `codebook_usage.png`, `tensorboard/`
+logs and, while running, `backup/` (removed on success) from which `--resume`
+continues an interrupted run.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from keras_dvq import distribute  # noqa: E402
 from keras_dvq import recipe  # noqa: E402
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
 from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
+from keras_dvq.image_logging import TrainingCurves  # noqa: E402
 from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.recipe import HPARAM_KEYS  # noqa: E402
 from keras_dvq.recipe import non_negative_float  # noqa: E402
@@ -241,7 +243,9 @@ def train(args):
         schedules = []
         if args.vq_flavor == "gumbel":
             schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
-        callbacks = make_callbacks(args, schedules, train_data, val_data, backup_dir)
+        callbacks = make_callbacks(
+            args, schedules, train_data, val_data, backup_dir, steps_per_epoch
+        )
         model.fit(
             train_data.repeat(),
             epochs=epochs,
@@ -249,17 +253,26 @@ def train(args):
             validation_data=val_data,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=fit_verbosity(),
         )
         model.save(os.path.join(args.out, "model.keras"))
         logs = model.evaluate(val_data, return_dict=True, verbose=0)
     summary = ", ".join(f"{key} {value:.4f}" for key, value in sorted(logs.items()))
     print(f"validation: {summary}")
-    print(f"wrote {args.out}: model.keras, best.keras, metrics.csv, PNGs, tensorboard/")
+    print(
+        f"wrote {args.out}: model.keras, best.keras, metrics.csv, "
+        "training_curves.png, reconstructions.png, codebook_usage.png, tensorboard/"
+    )
     return logs
 
 
-def make_callbacks(args, schedules, train_data, val_data, backup_dir):
+def fit_verbosity():
+    """A progress bar on a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def make_callbacks(args, schedules, train_data, val_data, backup_dir, steps_per_epoch):
+    metrics_csv = os.path.join(args.out, "metrics.csv")
     validation_images = np.concatenate(list(val_data.take(MAX_SCANNED_BATCHES)))
     spread = np.linspace(0, len(validation_images) - 1, LOGGED_IMAGES).astype(int)
     callbacks = [
@@ -273,9 +286,9 @@ def make_callbacks(args, schedules, train_data, val_data, backup_dir):
             mode="min",
             save_best_only=True,
         ),
-        keras.callbacks.CSVLogger(
-            os.path.join(args.out, "metrics.csv"), append=args.resume
-        ),
+        keras.callbacks.CSVLogger(metrics_csv, append=args.resume),
+        # After the CSVLogger: it draws the file's rows, this epoch's included.
+        TrainingCurves(metrics_csv, steps_per_epoch, title=args.out),
         keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
         ReconstructionLogger(
             validation_images[np.unique(spread)],
@@ -287,7 +300,9 @@ def make_callbacks(args, schedules, train_data, val_data, backup_dir):
         kmeans_images = np.concatenate(
             list(train_data.take(-(-KMEANS_IMAGES // args.batch_size)))
         )
-        callbacks.insert(0, KMeansInit(kmeans_images, seed=args.seed))
+        callbacks.insert(
+            0, KMeansInit(kmeans_images, seed=args.seed, verbose=fit_verbosity())
+        )
     return callbacks
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from keras_dvq import data as data_module
 from keras_dvq.image_logging import ReconstructionLogger
@@ -39,18 +40,49 @@ def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_f
         "model.keras",
         "best.keras",
         "metrics.csv",
+        "training_curves.png",
         "reconstructions.png",
         "codebook_usage.png",
     ):
         assert (out / name).stat().st_size > 0, name
+    for name in ("training_curves.png", "reconstructions.png", "codebook_usage.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and picture.width >= 600, name
+    assert loads_after_importing_only_keras_dvq(out / "model.keras", out / "best.keras")
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (out / "backup").exists()  # removed after a finished run
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 1
-    assert {"recon_loss", "val_recon_loss", "val_perplexity", "val_cluster_use"} <= set(
-        rows[0]
+    assert {
+        "recon_loss",
+        "val_recon_loss",
+        "val_perplexity",
+        "val_cluster_use",
+        "psnr",
+        "val_psnr",
+    } <= set(rows[0])
+
+
+def loads_after_importing_only_keras_dvq(*paths):
+    """Loads `.keras` files in a fresh process (same backend) that imports
+    `keras_dvq` and nothing else of the package: what a new user does."""
+    program = (
+        "import sys, keras, keras_dvq\n"
+        "for path in sys.argv[1:]:\n"
+        "    model = keras.models.load_model(path)\n"
+        "    assert model.optimizer is not None, path\n"
+        "print('loaded')\n"
     )
+    result = subprocess.run(
+        [sys.executable, "-c", program, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().endswith("loaded")
 
 
 @pytest.mark.slow
@@ -79,6 +111,7 @@ def test_resume_continues_an_interrupted_run(train_script, tmp_path, monkeypatch
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
     assert epochs == [0, 1, 2]  # finished epochs kept, none repeated
     assert (out / "model.keras").exists() and not (out / "backup").exists()
+    assert (out / "training_curves.png").stat().st_size > 0
 
 
 def test_library_errors_become_one_line(train_script, tmp_path, monkeypatch, capsys):

@@ -59,11 +59,8 @@ class ReconstructionLogger(keras.callbacks.Callback):
         reconstructions = self.model.decode(tokens[shown])
         title = f"after epoch {step + 1}"
         figures = {
-            "reconstructions": plots.image_rows_figure(
-                [originals, reconstructions],
-                ["original", "reconstruction"],
-                scale=self.scale,
-                title=title,
+            "reconstructions": plots.comparison_figure(
+                originals, reconstructions, scale=self.scale, title=title
             ),
             "codebook_usage": plots.codebook_usage_figure(
                 np.bincount(

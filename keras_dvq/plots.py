@@ -100,6 +100,31 @@ def image_rows_figure(rows, labels, scale=4, title=None):
     return figure
 
 
+def comparison_figure(originals, reconstructions, per_row=8, scale=4, title=None):
+    """Originals above their reconstructions, `per_row` images wide, in as
+    many row pairs as needed; see `image_rows_figure`.
+
+    Example:
+
+    ```python
+    figure = comparison_figure(images[:16], model.predict(images[:16]))
+    ```
+    """
+    originals = np.asarray(originals, dtype=np.float32)
+    reconstructions = np.asarray(reconstructions, dtype=np.float32)
+    per_row = min(per_row, len(originals))
+    blank = -len(originals) % per_row  # white images complete the last rows
+    rows, labels = [], []
+    for images in (originals, reconstructions):
+        padding = np.ones((blank, *images.shape[1:]), dtype=np.float32)
+        rows.append(
+            np.concatenate([images, padding]).reshape(-1, per_row, *images.shape[1:])
+        )
+    interleaved = [row for pair in zip(*rows, strict=True) for row in pair]
+    labels = ["original", "reconstruction"] * (len(interleaved) // 2)
+    return image_rows_figure(interleaved, labels, scale=scale, title=title)
+
+
 def codebook_usage_figure(counts, tokens_per_image=None, title=None):
     """Code counts sorted by use on a log axis, with the codes used,
     perplexity and (given `tokens_per_image`) the rate in the title.

@@ -35,6 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_dvq import plots  # noqa: E402
+from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.evaluation import SplitEvaluation  # noqa: E402
 from keras_dvq.evaluation import to_unit_float  # noqa: E402
@@ -101,14 +102,12 @@ def evaluate_tokenizer(tokenizer, args, verbose):
     """The yardstick's row for one tokenizer, and the images of its grid."""
     split = SplitEvaluation(tokenizer.vocabulary_size)
     dataset = load_split(args)
-    total = int(dataset.unbatch().cardinality())
+    total = count_images(dataset)
     warm_up = next(iter(dataset.take(1).as_numpy_iterator()), None)
     if warm_up is None:
         raise ValueError(f"--dataset {args.dataset} --split {args.split}: no images.")
-    run_tokenizer(tokenizer, warm_up[:1], args)
-    progress = keras.utils.Progbar(
-        total if total > 0 else None, verbose=verbose, unit_name="image"
-    )
+    run_tokenizer(tokenizer, warm_up, args)  # compiles for a full batch
+    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     seconds, shown = 0.0, None
     for images in dataset.unbatch().batch(CHUNK_IMAGES).as_numpy_iterator():
         start = time.perf_counter()
@@ -181,9 +180,9 @@ def label_of(path, paths):
 
 def save_grid(row, shown, out):
     originals, reconstructions = shown
-    figure = plots.image_rows_figure(
-        [originals, reconstructions],
-        ["original", "reconstruction"],
+    figure = plots.comparison_figure(
+        originals,
+        reconstructions,
         title=f"{row['label']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
         f"{row['bits_per_token']:.2f} bits/token, {row['codes']} codes used",
     )

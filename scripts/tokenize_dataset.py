@@ -33,6 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
 from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
@@ -177,11 +178,11 @@ def tokenize(args):
         dtype=np.dtype(dtype).name if args.format == "npy" else "int64",
         vocabulary_size=tokenizer.vocabulary_size,
     )
-    total = int(images.unbatch().cardinality())
+    total = count_images(images)
     images = images.unbatch().skip(done).batch(args.shard_size)
     os.makedirs(args.out, exist_ok=True)
     progress = keras.utils.Progbar(
-        total if total >= 0 else None,
+        total,
         verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
         unit_name="image",
     )

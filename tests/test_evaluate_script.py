@@ -110,11 +110,15 @@ def test_pictures_are_written(evaluated):
             assert picture.width >= 400 and picture.height >= 200
 
 
-def test_table_is_printed(script, model_paths, capsys):
-    assert script.main([str(model_paths[0]), "--dataset", "sample", "--quiet"]) == 0
+def test_table_is_printed_and_progress_can_be_silenced(script, model_paths, capsys):
+    assert script.main([str(model_paths[0]), "--dataset", "sample"]) == 0
     printed = capsys.readouterr().out
-    assert "PSNR dB" in printed and "bits/image" in printed
-    assert "model" in printed.splitlines()[-1] and " / 8 " in printed
+    assert "4250/4250" in printed  # the progress line of a non-terminal
+    header, row = printed.splitlines()[-2:]
+    assert "PSNR dB" in header and "bits/image" in header
+    assert row.split()[0].endswith("small/model") and " / 8 " in row
+    assert script.main([str(model_paths[0]), "--dataset", "sample", "--quiet"]) == 0
+    assert "4250/4250" not in capsys.readouterr().out
 
 
 def test_an_exported_tokenizer_is_evaluated_like_its_model(

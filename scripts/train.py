@@ -96,8 +96,7 @@ def make_parser():
     gumbel = parser.add_argument_group(
         "gumbel flavor",
         "Schedule lengths are fractions of the run's total steps (above 1: the "
-        "schedule ends after the run). Defaults: the README's 'Tuning the "
-        "Gumbel quantizer'.",
+        "schedule ends after the run). Defaults: docs/gumbel_tuning.md.",
     )
     for name, kind in (
         ("temperature_start", positive_float),
@@ -198,7 +197,7 @@ def device_scope(args):
     if distribute.tf_config_workers() > 1:
         raise ValueError(
             "TF_CONFIG names several workers: train.py trains on one machine; "
-            "see the README's 'Several devices and machines' for multi-worker "
+            "see docs/distributed.md for multi-worker "
             "training from Python."
         )
     if args.gpus <= 1:

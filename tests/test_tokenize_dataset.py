@@ -1,4 +1,4 @@
-"""scripts/tokenize_dataset.py: token shards read back as the README says."""
+"""scripts/tokenize_dataset.py: shards read back as docs/token_datasets.md says."""
 
 import json
 import os
@@ -52,7 +52,7 @@ def argv(out, source_flag, source, *extra):
 
 
 def read_npy_shards(out):
-    """The README's reader for --format npy."""
+    """docs/token_datasets.md's reader for --format npy."""
     with open(os.path.join(out, "metadata.json")) as file:
         metadata = json.load(file)
     shards = [np.load(os.path.join(out, s["file"])) for s in metadata["shards"]]
@@ -60,7 +60,7 @@ def read_npy_shards(out):
 
 
 def read_tfrecord_shards(out):
-    """The README's reader for --format tfrecord."""
+    """docs/token_datasets.md's reader for --format tfrecord."""
     with open(os.path.join(out, "metadata.json")) as file:
         metadata = json.load(file)
     h, w = metadata["token_shape"]

@@ -30,8 +30,8 @@ class GumbelQuantizer(keras.layers.Layer):
         num_embeddings: int. Number of codes `K`. Defaults to `512`.
         embedding_dim: int. Size `D` of each code. Defaults to `64`.
         temperature: float. Initial Gumbel-softmax temperature. Defaults to
-            `0.5`, the temperature that the tuned recipe (README, "Tuning the
-            Gumbel quantizer") holds for nine tenths of the run; the original
+            `0.5`, the temperature that the tuned recipe
+            (docs/gumbel_tuning.md) holds for nine tenths of the run; the original
             repo starts at `1.0`.
         kl_weight: float. Initial weight of the KL to the uniform prior.
             Defaults to `1.5e-5`, the tuned recipe's; the original repo uses

@@ -20,7 +20,7 @@ ENCODER_DECODERS = {
     "openai": (DalleEncoder, DalleDecoder),
 }
 QUANTIZERS = {"vqvae": VectorQuantizer, "gumbel": GumbelQuantizer}
-# What keeps the codebook healthy (measured in the README: 500 of 512 codes
+# What keeps the codebook healthy (docs/codebook.md: 500 of 512 codes
 # used vs 118 for the original recipe): an EMA codebook whose codes are
 # restarted from encoder outputs when used less than once per step on average.
 # Use with KMeansInit, as scripts/train.py does.

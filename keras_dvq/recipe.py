@@ -38,6 +38,7 @@ GUMBEL_DEFAULTS = {
     "temperature_anneal_fraction": 0.1,
     "kl_weight": 1.5e-5,
     "kl_ramp_fraction": 0.881,
+    "diversity_weight": 0.0,
     "straight_through": False,
 }
 
@@ -137,6 +138,7 @@ def gumbel_quantizer_kwargs(hparams):
     return {
         "temperature": hparams["temperature_start"],
         "kl_weight": hparams["kl_weight"],
+        "diversity_weight": hparams["diversity_weight"],
         "straight_through": hparams["straight_through"],
     }
 

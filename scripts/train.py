@@ -104,6 +104,7 @@ def make_parser():
         ("temperature_anneal_fraction", positive_float),
         ("kl_weight", non_negative_float),
         ("kl_ramp_fraction", positive_float),
+        ("diversity_weight", non_negative_float),
     ):
         gumbel.add_argument(
             f"--{name}",

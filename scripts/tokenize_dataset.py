@@ -17,11 +17,13 @@ and writes into --out:
   number of images and whether the run is complete.
 
 The metadata is rewritten after every shard, so an interrupted run continues
-from its last complete shard when re-run with the same arguments.
+from its last complete shard when re-run with the same arguments. Shards and
+metadata are written under temporary names and renamed into place (a kill
+never leaves a torn file), and a second run into the same --out while one is
+running is refused (`run.lock`).
 """
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -33,9 +35,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_dvq import atomic  # noqa: E402
 from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
+from keras_dvq.divergence import check_finite_model  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.run_directory import RunLock  # noqa: E402
 from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
 
 METADATA = "metadata.json"
@@ -72,7 +77,10 @@ def open_tokenizer(args):
         raise ValueError(
             f"--tokenizer {path}: not a directory; pass .keras as --model."
         )
-    return load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
+    if args.model:  # exports are refused non-finite when written
+        check_finite_model(tokenizer.model, f"--model {path}")
+    return tokenizer
 
 
 def fingerprint(path):
@@ -128,12 +136,6 @@ def read_metadata(out, settings):
     return metadata
 
 
-def write_atomically(path, write):
-    temporary = path + ".partial"
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def write_shard(path, tokens, file_format):
     if file_format == "npy":
         with open(path, "wb") as file:
@@ -149,15 +151,18 @@ def write_shard(path, tokens, file_format):
 
 
 def save_metadata(out, metadata):
-    def write(path):
-        with open(path, "w") as file:
-            json.dump(metadata, file, indent=2)
-
-    write_atomically(os.path.join(out, METADATA), write)
+    atomic.write_text(os.path.join(out, METADATA), json.dumps(metadata, indent=2))
 
 
 def tokenize(args):
     tokenizer = open_tokenizer(args)
+    # One run per --out: a second one would interleave shards and metadata.
+    with RunLock(args.out):
+        atomic.remove_temporaries(args.out)
+        return _tokenize(args, tokenizer)
+
+
+def _tokenize(args, tokenizer):
     metadata = read_metadata(args.out, run_settings(args, tokenizer.path))
     if metadata["complete"]:
         print(f"{args.out}: already complete ({metadata['num_images']} images).")
@@ -190,10 +195,8 @@ def tokenize(args):
     for shard_images in images.as_numpy_iterator():
         tokens = tokenizer.encode(shard_images, args.batch_size).astype(dtype)
         name = f"tokens-{len(metadata['shards']):05d}.{args.format}"
-        write_atomically(
-            os.path.join(args.out, name),
-            functools.partial(write_shard, tokens=tokens, file_format=args.format),
-        )
+        with atomic.atomic_path(os.path.join(args.out, name)) as temporary:
+            write_shard(temporary, tokens, args.format)
         metadata["shards"].append({"file": name, "count": len(tokens)})
         metadata["num_images"] += len(tokens)
         metadata["token_shape"] = list(tokens.shape[1:])

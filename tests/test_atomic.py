@@ -40,8 +40,10 @@ def test_save_model_round_trips(tmp_path):
     model.build((None, 8, 8, 3))
     atomic.save_model(model, tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
-    images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
-    np.testing.assert_array_equal(loaded.encode(images), model.encode(images))
+    for saved, restored in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(saved), keras.ops.convert_to_numpy(restored)
+        )
 
 
 def test_directories_are_renamed_into_place(tmp_path):

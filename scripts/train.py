@@ -87,8 +87,7 @@ def make_parser():
         default=None,
         metavar="STEPS",
         help="back up the training state every STEPS steps (default: every "
-        f"{BACKUP_SECONDS / 60:g} minutes) and at each "
-        "epoch end",
+        f"{BACKUP_SECONDS / 60:g} minutes) and at each epoch end",
     )
     add(
         "--seed_faithful",
@@ -282,7 +281,7 @@ def _train(args):
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     with device_scope(args):
         model = build_model(args, hparams)
-        # BackupAndRestore (and KMeansInit) need the variables before fit.
+        # Restoring a backup (and KMeansInit) needs the variables before fit.
         model.build((None,) + tuple(train_data.element_spec.shape[1:]))
         schedules = []
         if args.vq_flavor == "gumbel":

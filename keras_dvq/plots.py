@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from keras_dvq.atomic import atomic_path
 from keras_dvq.evaluation import rate_statistics
 
 DPI = 100
@@ -269,12 +270,10 @@ def rate_distortion_figure(points, title=None):
 def save_figure(figure, path):
     """Writes a figure as a PNG, through a temporary file renamed into place
     so that a reader never sees half a picture."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(temporary, format="png")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def figure_to_array(figure):

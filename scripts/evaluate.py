@@ -35,6 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_dvq import plots  # noqa: E402
+from keras_dvq.atomic import write_text  # noqa: E402
 from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.evaluation import SplitEvaluation  # noqa: E402
@@ -239,11 +240,7 @@ def write_results(rows, args):
         )
         plots.save_figure(figure, os.path.join(args.out, "rate_distortion.png"))
         results["rate_distortion_png"] = "rate_distortion.png"
-    path = os.path.join(args.out, RESULTS)
-    temporary = path + ".partial"
-    with open(temporary, "w") as file:
-        json.dump(results, file, indent=2)
-    os.replace(temporary, path)
+    write_text(os.path.join(args.out, RESULTS), json.dumps(results, indent=2) + "\n")
 
 
 def main(argv=None):

@@ -115,10 +115,10 @@ def test_interrupted_run_resumes_from_its_last_shard(
     write_shard = script.write_shard
     written = []
 
-    def crash_on_third_shard(path, tokens, file_format):
+    def crash_on_third_shard(path, tokens, file_format, labels=None):
         if len(written) == 2:
             raise KeyboardInterrupt  # e.g. the job was killed
-        write_shard(path, tokens, file_format)
+        write_shard(path, tokens, file_format, labels)
         written.append(path)
 
     monkeypatch.setattr(script, "write_shard", crash_on_third_shard)

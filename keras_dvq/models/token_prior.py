@@ -102,9 +102,11 @@ class TokenPrior(keras.Model):
                 "Argument `token_shape` must be (h, w) or (h, w, depth) of "
                 f"positive ints. Received: token_shape={token_shape!r}"
             )
-        if isinstance(num_classes, bool) or not isinstance(
-            num_classes, (int, np.integer)
-        ) or num_classes < 0:
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, (int, np.integer))
+            or num_classes < 0
+        ):
             raise ValueError(
                 "Argument `num_classes` must be an int >= 0 (0: unconditional). "
                 f"Received: num_classes={num_classes!r}"

@@ -1,0 +1,243 @@
+"""Samples token grids from a trained prior and decodes them into images.
+
+    python scripts/sample.py --prior runs/prior/prior.keras \\
+        --tokenizer runs/vq/model.keras --num_images 16 --out runs/samples
+
+draws `--num_images` grids from the prior (`--temperature`, `--top_k`,
+`--class_id` for a class-conditional prior, `--seed`), decodes them with the
+tokenizer (a `.keras` VQVAE of `scripts/train.py`, or a SavedModel directory
+of `scripts/export_tokenizer.py`) and writes into --out:
+
+- `samples.png`: the images on a grid, enlarged with nearest-neighbour
+  interpolation so that single pixels stay visible;
+- `samples.npy`: the images, uint8 `(N, H, W, C)`;
+- `sample_tokens.npy`: the token grids, int32 `(N, *token_shape)`;
+- `sampling.json`: the settings and the sampling speed.
+
+The same arguments and seed give the same images (on the same backend).
+`--no_cache` samples without the key/value cache (for speed comparisons).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_dvq  # noqa: E402, F401  (registers the package's classes)
+from keras_dvq.export import read_tokenizer_info  # noqa: E402
+from keras_dvq.models import TokenPrior  # noqa: E402
+from keras_dvq.recipe import positive_float  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Sample images from a token prior (keras-dvq).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--prior", required=True, help="prior.keras from train_prior.py")
+    add("--tokenizer", required=True, help="a .keras VQVAE or an exported SavedModel")
+    add("--num_images", type=positive_int, required=True)
+    add("--out", required=True, help="output directory")
+    add("--temperature", type=positive_float, default=1.0)
+    add("--top_k", type=positive_int, default=None, help="default: all ids")
+    add("--class_id", type=int, default=None, help="for a class-conditional prior")
+    add("--seed", type=int, default=0)
+    add("--no_cache", action="store_true", help="recompute every step in full")
+    return parser.parse_args(argv)
+
+
+def load_prior(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"--prior {path}: not found.")
+    try:
+        prior = keras.models.load_model(path, compile=False)
+    except Exception as error:  # corrupt or foreign files raise many types
+        raise ValueError(f"--prior {path}: cannot be loaded ({error}).") from error
+    if not isinstance(prior, TokenPrior):
+        raise ValueError(
+            f"--prior {path}: expected a TokenPrior, got {type(prior).__name__}."
+        )
+    return prior
+
+
+class KerasDecoder:
+    """Images from a `.keras` VQVAE, on the current Keras backend."""
+
+    def __init__(self, path):
+        self.model = keras.models.load_model(path, compile=False)
+        if not hasattr(self.model, "decode"):
+            raise ValueError(
+                f"--tokenizer {path}: expected a keras_dvq VQVAE, got "
+                f"{type(self.model).__name__}."
+            )
+        self.vocabulary_size = self.model.quantizer.num_embeddings
+        self.token_shape = None  # a convolutional decoder takes any grid
+
+    def __call__(self, tokens):
+        images = self.model.decode(tokens)
+        return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+class SavedModelDecoder:
+    """Images from an exported tokenizer's `decode` signature."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        info = read_tokenizer_info(path)
+        self.vocabulary_size = info["num_embeddings"]
+        shape = info.get("token_shape")
+        self.token_shape = None if not shape or None in shape else tuple(shape)
+        self.decode = tf.saved_model.load(path).signatures["decode"]
+        self._constant = tf.constant
+
+    def __call__(self, tokens):
+        return self.decode(tokens=self._constant(tokens, "int32"))["images"].numpy()
+
+
+def load_decoder(path):
+    if not os.path.exists(path):
+        raise ValueError(f"--tokenizer {path}: not found.")
+    try:
+        return SavedModelDecoder(path) if os.path.isdir(path) else KerasDecoder(path)
+    except ValueError:
+        raise
+    except Exception as error:
+        raise ValueError(
+            f"--tokenizer {path}: cannot be loaded as a tokenizer ({error})."
+        ) from error
+
+
+def check_compatible(prior, decoder, path):
+    grid = prior.token_shape
+    if decoder.vocabulary_size != prior.vocabulary_size or len(grid) != 2 or (
+        decoder.token_shape is not None and decoder.token_shape != grid
+    ):
+        decoder_grid = decoder.token_shape or "(any h, w)"
+        raise ValueError(
+            f"--tokenizer {path}: vocabulary {decoder.vocabulary_size} on grids "
+            f"{decoder_grid} does not match the prior's (vocabulary "
+            f"{prior.vocabulary_size}, grids {grid})."
+        )
+
+
+def check_class_id(prior, class_id):
+    if prior.num_classes and class_id is None:
+        raise ValueError(
+            f"--class_id: the prior is conditioned on {prior.num_classes} "
+            f"classes; pass an id in [0, {prior.num_classes})."
+        )
+    if class_id is None:
+        return
+    if not prior.num_classes:
+        raise ValueError(
+            f"--class_id {class_id}: the prior is unconditional (no classes)."
+        )
+    if not 0 <= class_id < prior.num_classes:
+        raise ValueError(
+            f"--class_id {class_id}: expected an id in [0, {prior.num_classes})."
+        )
+
+
+def save_grid(images, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    # About 4 screen pixels per image pixel: a 32x32 patch shows at 128x128.
+    inches = images.shape[1] * 4 / 100
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(columns * inches, rows * inches + 0.4),
+        squeeze=False,
+    )
+    for index, axis in enumerate(axes.ravel()):
+        axis.set_axis_off()
+        if index < len(images):
+            image = images[index]
+            axis.imshow(
+                image[..., 0] if image.shape[-1] == 1 else image,
+                interpolation="nearest",
+                cmap="gray" if image.shape[-1] == 1 else None,
+            )
+    figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def sample(args):
+    if args.num_images <= 0:
+        raise ValueError(f"--num_images {args.num_images}: expected a positive int.")
+    prior = load_prior(args.prior)
+    check_class_id(prior, args.class_id)
+    decoder = load_decoder(args.tokenizer)
+    check_compatible(prior, decoder, args.tokenizer)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    tokens = prior.generate(
+        args.num_images,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        class_id=args.class_id,
+        seed=args.seed,
+        use_cache=not args.no_cache,
+    )
+    seconds = time.perf_counter() - start
+    images = decoder(tokens)
+    np.save(os.path.join(args.out, "samples.npy"), images)
+    np.save(os.path.join(args.out, "sample_tokens.npy"), tokens)
+    title = (
+        f"{args.num_images} samples, temperature {args.temperature:g}, "
+        f"top-k {args.top_k or 'all'}, seed {args.seed}"
+    )
+    if args.class_id is not None:
+        title += f", class {args.class_id}"
+    save_grid(images, os.path.join(args.out, "samples.png"), title)
+    report = {
+        **{key: getattr(args, key) for key in ("prior", "tokenizer", "num_images")},
+        **{key: getattr(args, key) for key in ("temperature", "top_k", "class_id")},
+        "seed": args.seed,
+        "cache": not args.no_cache,
+        "backend": keras.config.backend(),
+        "seconds": seconds,
+        "tokens_per_second": tokens.size / seconds,
+        "images_per_second": len(tokens) / seconds,
+    }
+    with open(os.path.join(args.out, "sampling.json"), "w") as file:
+        json.dump(report, file, indent=2)
+    print(
+        f"sampled {len(tokens)} grids of {prior.token_shape} in {seconds:.2f} s "
+        f"({report['tokens_per_second']:.0f} tokens/s, "
+        f"{report['images_per_second']:.2f} images/s, "
+        f"{'cached' if report['cache'] else 'uncached'}, first call included)"
+    )
+    print(f"wrote {args.out}: samples.png, samples.npy, sample_tokens.npy")
+    return report
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        sample(args)
+    except ValueError as error:
+        print(f"sample.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

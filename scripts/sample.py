@@ -119,8 +119,10 @@ def load_decoder(path):
 
 def check_compatible(prior, decoder, path):
     grid = prior.token_shape
-    if decoder.vocabulary_size != prior.vocabulary_size or len(grid) != 2 or (
-        decoder.token_shape is not None and decoder.token_shape != grid
+    if (
+        decoder.vocabulary_size != prior.vocabulary_size
+        or len(grid) != 2
+        or (decoder.token_shape is not None and decoder.token_shape != grid)
     ):
         decoder_grid = decoder.token_shape or "(any h, w)"
         raise ValueError(

@@ -229,7 +229,9 @@ def train(args):
         f"{bits['log2_vocabulary']:.3f}; training histogram entropy "
         f"{bits['train_histogram_entropy']:.3f}"
     )
-    print(f"wrote {args.out}: prior.keras, metrics.csv, training_curves.png, {BITS_FILE}")
+    print(
+        f"wrote {args.out}: prior.keras, metrics.csv, training_curves.png, {BITS_FILE}"
+    )
     return bits
 
 

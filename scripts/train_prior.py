@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402  (the input pipeline only)
 
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.recipe import positive_float  # noqa: E402
@@ -190,14 +191,24 @@ def train(args):
         f"{'class-conditional' if conditional else 'unconditional'}, "
         f"{epochs} epoch(s) x {steps_per_epoch} steps of batch {args.batch_size}"
     )
+    # Shuffled and repeated, so that epochs of `steps_per_epoch` steps never
+    # run out of data (a NumPy input is not restarted between such epochs).
+    train_data = (
+        tf.data.Dataset.from_tensor_slices(model_inputs(train_shards, conditional))
+        .shuffle(len(train_shards.tokens), seed=args.seed)
+        .repeat()
+        .batch(args.batch_size, drop_remainder=True)
+        .prefetch(2)
+    )
     history = prior.fit(
-        model_inputs(train_shards, conditional),
-        batch_size=args.batch_size,
+        train_data,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=(
             (model_inputs(val_shards, conditional),) if val_shards else None
         ),
+        validation_batch_size=256,
+        shuffle=False,  # the pipeline shuffles
         callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "metrics.csv"))],
         verbose=1 if sys.stdout.isatty() else 2,
     ).history

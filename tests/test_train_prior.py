@@ -87,7 +87,7 @@ def test_prior_loads_after_importing_keras_dvq_alone(trained_run):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith("TokenPrior 2 (4, 4)")
+    assert result.stdout.strip().endswith("TokenPrior 3 (4, 4)")
 
 
 def test_without_validation_shards_bits_are_on_the_training_split(

@@ -238,7 +238,7 @@ class TokenPrior(keras.Model):
                 f"This TokenPrior is conditioned on {self.num_classes} classes: "
                 'call it with {"tokens": grids, "class_ids": labels}.'
             )
-        if class_ids is None:
+        if not self.num_classes:  # one start token for all
             class_ids = ops.zeros((ops.shape(tokens)[0],), "int32")
         return tokens, class_ids
 

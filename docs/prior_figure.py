@@ -27,9 +27,9 @@ model = keras.models.load_model(model_path, compile=False)
 recon = np.round(np.clip(model.predict(real, verbose=0), 0, 1) * 255).astype(np.uint8)
 samples = np.load(f"{samples_dir}/samples.npy")[:8]
 rows = [
-    ("validation patches", real),
-    ("their reconstructions", recon),
-    ("prior samples", samples),
+    ("validation", real),
+    ("reconstructed", recon),
+    ("sampled", samples),
 ]
 figure, axes = plt.subplots(3, 8, figsize=(8 * 0.9, 3 * 1.05))
 for row, (title, pictures) in enumerate(rows):
@@ -38,9 +38,9 @@ for row, (title, pictures) in enumerate(rows):
         axis.imshow(pictures[column], interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([])
-    axes[row, 0].set_ylabel(title, fontsize=7)
+    axes[row, 0].set_ylabel(title, fontsize=8)
 figure.suptitle(
     f"class {class_id} ({PHOTOGRAPHS[class_id]}), 32x32 patches", fontsize=9
 )
 figure.tight_layout()
-figure.savefig(out, dpi=80)
+figure.savefig(out, dpi=110)

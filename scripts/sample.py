@@ -165,11 +165,9 @@ def save_grid(images, path, title):
     rows = math.ceil(len(images) / columns)
     # About 4 screen pixels per image pixel: a 32x32 patch shows at 128x128.
     inches = images.shape[1] * 4 / 100
+    height = rows * inches + 0.4  # the title's strip on top
     figure, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(columns * inches, rows * inches + 0.4),
-        squeeze=False,
+        rows, columns, figsize=(columns * inches, height), squeeze=False
     )
     for index, axis in enumerate(axes.ravel()):
         axis.set_axis_off()
@@ -181,7 +179,10 @@ def save_grid(images, path, title):
                 cmap="gray" if image.shape[-1] == 1 else None,
             )
     figure.suptitle(title, fontsize=9)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    figure.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, wspace=0.05,
+        hspace=0.05,
+    )  # fmt: skip
     figure.savefig(path, dpi=100)
     plt.close(figure)
 

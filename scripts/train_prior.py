@@ -16,6 +16,9 @@ labels where they hold them make the prior class-conditional, unless
   vocabulary (a uniform guess); also the entropy of the training histogram
   itself. Without `--val_tokens`, all of them are measured on the training
   split (and say so).
+
+The defaults are the prior of docs/prior.md (about 10 minutes on a loaded
+2-core CPU, 2.59 validation bits per token on `sample`).
 """
 
 import argparse
@@ -56,13 +59,13 @@ def parse_args(argv=None):
     add("--tokens", required=True, help="training shards (tokenize_dataset.py)")
     add("--val_tokens", default=None, help="validation shards")
     add("--out", required=True, help="output directory")
-    add("--hidden_dim", type=positive_int, default=128)
-    add("--num_layers", type=positive_int, default=4)
+    add("--hidden_dim", type=positive_int, default=64)
+    add("--num_layers", type=positive_int, default=2)
     add("--num_heads", type=positive_int, default=4)
     add("--dropout", type=dropout_rate, default=0.1)
     add("--batch_size", type=positive_int, default=64)
-    add("--max_steps", type=positive_int, default=2000)
-    add("--learning_rate", type=positive_float, default=1e-3)
+    add("--max_steps", type=positive_int, default=900)
+    add("--learning_rate", type=positive_float, default=2e-3)
     add("--seed", type=int, default=0)
     add(
         "--unconditional",

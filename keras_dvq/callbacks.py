@@ -32,6 +32,8 @@ class KMeansInit(keras.callbacks.Callback):
         num_iterations: int. Maximum Lloyd iterations. Defaults to `20`.
         batch_size: int. Batch size of the encoding pass. Defaults to `256`.
         seed: int or `None`. Seed of the sampling and the k-means++ draws.
+        verbose: 0 (silent), 1 (progress bars of the encoding pass and of
+            k-means) or 2 (a line at the end of each). Defaults to `0`.
 
     Example:
 
@@ -45,10 +47,17 @@ class KMeansInit(keras.callbacks.Callback):
     IMAGE_OVERSAMPLING = 4
 
     def __init__(
-        self, data, num_samples=20000, num_iterations=20, batch_size=256, seed=None
+        self,
+        data,
+        num_samples=20000,
+        num_iterations=20,
+        batch_size=256,
+        seed=None,
+        verbose=0,
     ):
         super().__init__()
         self.data = data
+        self.verbose = verbose
         self.num_samples = check_positive_int("num_samples", num_samples)
         self.num_iterations = check_positive_int("num_iterations", num_iterations)
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -69,7 +78,9 @@ class KMeansInit(keras.callbacks.Callback):
         images = _sample_images(self.data, self._images_needed(), rng)
         if not self.model.built:
             self.model.build((None,) + images.shape[1:])
-        latents = self.model.project(images, batch_size=self.batch_size)
+        latents = self.model.project(
+            images, batch_size=self.batch_size, verbose=self.verbose
+        )
         latents = latents.reshape(-1, latents.shape[-1])
         if len(latents) < quantizer.num_embeddings:
             raise ValueError(
@@ -83,6 +94,7 @@ class KMeansInit(keras.callbacks.Callback):
             quantizer.num_embeddings,
             num_iterations=self.num_iterations,
             seed=self.seed,
+            verbose=self.verbose,
         )
         quantizer.set_codebook(self.centroids)
 

@@ -276,3 +276,28 @@ def _augmenter(size, seed):
         return tf.image.random_flip_left_right(cropped, seed=seed)
 
     return augment
+
+
+def count_images(batches):
+    """The number of images in a batched dataset, or `None` if unknown.
+
+    tf.data cannot tell it after `unbatch()`; a dataset of known length gives
+    it from its batch count and the size of its last batch.
+    """
+    num_batches = int(batches.cardinality())
+    if num_batches == 0:
+        return 0
+    if num_batches < 0:
+        return None
+    first = next(iter(batches.take(1)))
+    last = next(iter(batches.skip(num_batches - 1)))
+    first, last = (_image_entry(batch) for batch in (first, last))
+    return (num_batches - 1) * int(first.shape[0]) + int(last.shape[0])
+
+
+def _image_entry(batch):
+    if isinstance(batch, dict):
+        return batch["image"]
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    return batch

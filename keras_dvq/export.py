@@ -8,8 +8,14 @@ needs neither keras nor keras_dvq:
 - signature `"decode"`: `tokens` int32 `(None, h, w)` -> `images` uint8
   `(None, H, W, C)`.
 
-Token ids outside `[0, num_embeddings)` and image sizes not divisible by the
-encoder stride fail with `InvalidArgumentError` instead of giving garbage.
+Token ids outside `[0, num_embeddings)`, image sizes not divisible by the
+encoder stride and images (or token grids) larger than `max_image_size` fail
+with `InvalidArgumentError` instead of giving garbage or exhausting the
+server's memory.
+
+The export directory is written under a temporary name beside `path` and
+renamed into place, so a kill leaves no half-written version for TF Serving
+to load; models whose weights are not finite are refused.
 
 Models living on the JAX or PyTorch backend are saved to a temporary `.keras`
 file and exported by a TensorFlow-backend subprocess on CPU: the artifact is
@@ -26,14 +32,23 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_dvq import atomic
+from keras_dvq.divergence import check_finite_model
 from keras_dvq.validation import check_positive_int
 
 # Facts a consumer needs beside the signatures (vocabulary size, stride).
 # TF Serving ignores `assets.extra/`.
 TOKENIZER_INFO_FILE = os.path.join("assets.extra", "keras_dvq_tokenizer.json")
 
+# The largest height and width served by default: a 1024 x 1024 image needs
+# about 0.3 GB of activations in the DeepMind encoder (n_hid 64), while an
+# unbounded dynamic size lets one request take all of a server's memory.
+MAX_IMAGE_SIZE = 1024
 
-def export_tokenizer(model, path, image_shape=None, verbose=False):
+
+def export_tokenizer(
+    model, path, image_shape=None, max_image_size=MAX_IMAGE_SIZE, verbose=False
+):
     """Writes a trained `VQVAE`'s tokenizer as a TensorFlow SavedModel.
 
     Args:
@@ -44,6 +59,10 @@ def export_tokenizer(model, path, image_shape=None, verbose=False):
         image_shape: `(height, width, channels)` of the images to serve.
             Height and width may be `None` to accept any size divisible by
             the encoder stride. Defaults to `(None, None, image_channels)`.
+        max_image_size: int or `None`. The largest height and width (in
+            pixels) that `encode` accepts, and for `decode` the largest token
+            grid (`max_image_size // stride`); larger requests fail with
+            `InvalidArgumentError`. `None`: no limit. Defaults to `1024`.
         verbose: bool. Print the endpoints written.
 
     Returns:
@@ -58,11 +77,15 @@ def export_tokenizer(model, path, image_shape=None, verbose=False):
     images = tokenizer.signatures["decode"](tokens=tokens)["images"]
     ```
     """
-    image_shape = _check_export_args(model, path, image_shape)
+    image_shape = _check_export_args(model, path, image_shape, max_image_size)
     if keras.backend.backend() == "tensorflow":
-        _write_saved_model(model, path, image_shape, verbose)
+        # Written aside, then renamed: TF Serving never sees a partial version.
+        with atomic.atomic_path(path) as temporary:
+            _write_saved_model(model, temporary, image_shape, max_image_size, verbose)
     else:
-        _export_from_tensorflow_process(model, path, image_shape, verbose)
+        _export_from_tensorflow_process(
+            model, path, image_shape, max_image_size, verbose
+        )
     return path
 
 
@@ -79,7 +102,7 @@ def read_tokenizer_info(path):
         return json.load(file)
 
 
-def _check_export_args(model, path, image_shape):
+def _check_export_args(model, path, image_shape, max_image_size):
     if not (hasattr(model, "tokenize") and hasattr(model, "quantizer")):
         raise ValueError(
             "Argument `model` must be a keras_dvq VQVAE. "
@@ -90,6 +113,7 @@ def _check_export_args(model, path, image_shape):
             "Argument `model` must be built (trained, loaded, or called once) "
             "before export."
         )
+    check_finite_model(model, "Argument `model`")
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise ValueError(
             "Argument `path` must be a new or empty directory; exports are not "
@@ -113,10 +137,27 @@ def _check_export_args(model, path, image_shape):
                 f"the encoder stride {model.stride} (or None). "
                 f"Received: image_shape={image_shape}"
             )
+    if max_image_size is not None:
+        check_positive_int("max_image_size", max_image_size)
+        if max_image_size < model.stride or any(
+            size is not None and size > max_image_size for size in image_shape[:2]
+        ):
+            raise ValueError(
+                "Argument `max_image_size` must be at least the encoder stride "
+                f"{model.stride} and the height and width of `image_shape` "
+                f"{image_shape}. Received: max_image_size={max_image_size}"
+            )
     return image_shape
 
 
-def _write_saved_model(model, path, image_shape, verbose):
+def _size_check(tensor, limit, message):
+    """An assertion that the height and width of `tensor` are at most `limit`."""
+    return tf.debugging.Assert(
+        tf.reduce_all(tf.shape(tensor)[1:3] <= limit), [message, tf.shape(tensor)]
+    )
+
+
+def _write_saved_model(model, path, image_shape, max_image_size, verbose):
     height, width, channels = image_shape
     stride = model.stride
     num_embeddings = model.quantizer.num_embeddings
@@ -133,7 +174,14 @@ def _write_saved_model(model, path, image_shape, verbose):
                 tf.shape(images),
             ],
         )
-        with tf.control_dependencies([check]):
+        checks = [check]
+        if max_image_size is not None:
+            message = (
+                f"images: height and width must be at most {max_image_size} "
+                "(the export's max_image_size); got"
+            )
+            checks.append(_size_check(images, max_image_size, message))
+        with tf.control_dependencies(checks):
             tokens = model.tokenize(tf.identity(images))
         return {"tokens": tf.cast(tokens, tf.int32)}
 
@@ -147,7 +195,15 @@ def _write_saved_model(model, path, image_shape, verbose):
                 tf.reduce_max(tokens),
             ],
         )
-        with tf.control_dependencies([check]):
+        checks = [check]
+        if max_image_size is not None:
+            limit = max_image_size // stride
+            message = (
+                f"tokens: grid height and width must be at most {limit} (the "
+                f"export's max_image_size {max_image_size} / stride {stride}); got"
+            )
+            checks.append(_size_check(tokens, limit, message))
+        with tf.control_dependencies(checks):
             images = model.detokenize(tf.identity(tokens))
         pixels = tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0)
         return {"images": tf.cast(pixels, tf.uint8)}
@@ -170,6 +226,7 @@ def _write_saved_model(model, path, image_shape, verbose):
         "stride": stride,
         "image_shape": list(image_shape),
         "token_shape": list(token_shape),
+        "max_image_size": max_image_size,
     }
     os.makedirs(os.path.join(path, os.path.dirname(TOKENIZER_INFO_FILE)), exist_ok=True)
     with open(os.path.join(path, TOKENIZER_INFO_FILE), "w") as file:
@@ -181,13 +238,15 @@ _EXPORT_PROGRAM = """
 import json, sys
 import keras
 from keras_dvq.export import export_tokenizer
-model_path, path, image_shape, verbose = sys.argv[1:]
+model_path, path, image_shape, max_image_size, verbose = sys.argv[1:]
 model = keras.models.load_model(model_path, compile=False)
-export_tokenizer(model, path, json.loads(image_shape), verbose=verbose == "1")
+export_tokenizer(
+    model, path, json.loads(image_shape), json.loads(max_image_size), verbose == "1"
+)
 """
 
 
-def _export_from_tensorflow_process(model, path, image_shape, verbose):
+def _export_from_tensorflow_process(model, path, image_shape, max_image_size, verbose):
     with tempfile.TemporaryDirectory() as scratch:
         model_path = os.path.join(scratch, "model.keras")
         model.save(model_path)
@@ -196,7 +255,13 @@ def _export_from_tensorflow_process(model, path, image_shape, verbose):
         environment = dict(
             os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES=""
         )
-        arguments = [model_path, path, json.dumps(image_shape), "1" if verbose else "0"]
+        arguments = [
+            model_path,
+            path,
+            json.dumps(image_shape),
+            json.dumps(max_image_size),
+            "1" if verbose else "0",
+        ]
         result = subprocess.run(
             [sys.executable, "-c", _EXPORT_PROGRAM, *arguments],
             env=environment,

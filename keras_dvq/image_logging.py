@@ -1,7 +1,8 @@
 """Reconstruction grids and codebook-usage charts, as PNG and TensorBoard images.
 
-PNG files are written with Pillow; TensorBoard images with `tf.summary`
-(TensorFlow is a dependency of the package, whatever the Keras backend).
+The pictures are matplotlib figures (`keras_dvq.plots`); TensorBoard gets the
+same figures rendered to arrays, written with `tf.summary` (TensorFlow is a
+dependency of the package, whatever the Keras backend).
 """
 
 import os
@@ -9,48 +10,18 @@ import os
 import keras
 import numpy as np
 
-
-def image_grid(rows, columns=None):
-    """Tiles a list of equally sized image batches `(N, H, W, C)` in [0, 1]
-    into one uint8 image: one batch per row of the grid, 1-pixel gaps."""
-    rows = [np.asarray(batch)[:columns] for batch in rows]
-    count, height, width, _ = rows[0].shape
-    grid = np.ones((len(rows) * (height + 1) - 1, count * (width + 1) - 1, 3))
-    for r, batch in enumerate(rows):
-        for c, image in enumerate(batch):
-            y, x = r * (height + 1), c * (width + 1)
-            grid[y : y + height, x : x + width] = image[..., :3]
-    return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
-
-
-def usage_chart(counts, height=200):
-    """A bar chart (uint8 RGB) of code usage counts sorted in decreasing
-    order, one 2-pixel bar per code; unused codes show as a red baseline."""
-    counts = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
-    chart = np.full((height, 2 * len(counts), 3), 255, dtype=np.uint8)
-    bar_heights = np.ceil(counts / max(counts.max(), 1) * (height - 1)).astype(int)
-    for k, bar in enumerate(bar_heights):
-        columns = slice(2 * k, 2 * k + 2)
-        if bar == 0:
-            chart[-1, columns] = (200, 0, 0)
-        else:
-            chart[height - bar :, columns] = (40, 90, 160)
-    return chart
-
-
-def save_png(image, path):
-    from PIL import Image
-
-    Image.fromarray(image).save(path)
+from keras_dvq import plots
 
 
 class ReconstructionLogger(keras.callbacks.Callback):
     """Writes a reconstruction grid and a codebook-usage chart.
 
-    At the end of every epoch (and of training), encodes `images`, writes
-    `reconstructions.png` (originals above reconstructions) and
-    `codebook_usage.png` (codes sorted by use on `images`) into `out_dir`,
-    and, with `log_dir`, the same pictures as TensorBoard images.
+    At the end of every epoch, encodes `images` and writes into `out_dir`
+    `reconstructions.png` (labelled rows: originals above their
+    reconstructions, enlarged `scale` times with nearest neighbours) and
+    `codebook_usage.png` (code counts on `images` sorted by use, log axis,
+    codes used, perplexity and rate in the title), and, with `log_dir`, the
+    same pictures as TensorBoard images.
 
     Args:
         images: uint8 or float images `(N, H, W, C)`; usage is counted on all
@@ -58,6 +29,7 @@ class ReconstructionLogger(keras.callbacks.Callback):
         out_dir: directory of the PNG files.
         log_dir: TensorBoard log directory, or `None`.
         num_shown: int. Images in the grid. Defaults to `16`.
+        scale: int. Enlargement of the shown images. Defaults to `4`.
 
     Example:
 
@@ -66,12 +38,13 @@ class ReconstructionLogger(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, images, out_dir, log_dir=None, num_shown=16):
+    def __init__(self, images, out_dir, log_dir=None, num_shown=16, scale=4):
         super().__init__()
         self.images = np.asarray(images)
         self.out_dir = out_dir
         self.log_dir = log_dir
         self.num_shown = num_shown
+        self.scale = scale
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -83,16 +56,26 @@ class ReconstructionLogger(keras.callbacks.Callback):
         originals = self.images[shown]
         if originals.dtype == np.uint8:
             originals = originals / 255.0
-        grid = image_grid([originals, self.model.decode(tokens[shown])])
-        counts = np.bincount(
-            tokens.ravel(), minlength=self.model.quantizer.num_embeddings
-        )
-        chart = usage_chart(counts)
-        os.makedirs(self.out_dir, exist_ok=True)
-        save_png(grid, os.path.join(self.out_dir, "reconstructions.png"))
-        save_png(chart, os.path.join(self.out_dir, "codebook_usage.png"))
+        reconstructions = self.model.decode(tokens[shown])
+        title = f"after epoch {step + 1}"
+        figures = {
+            "reconstructions": plots.comparison_figure(
+                originals, reconstructions, scale=self.scale, title=title
+            ),
+            "codebook_usage": plots.codebook_usage_figure(
+                np.bincount(
+                    tokens.ravel(), minlength=self.model.quantizer.num_embeddings
+                ),
+                tokens_per_image=int(np.prod(tokens.shape[1:])),
+                title=f"{len(self.images)} validation images, {title}",
+            ),
+        }
+        for name, figure in figures.items():
+            plots.save_figure(figure, os.path.join(self.out_dir, f"{name}.png"))
         if self.log_dir:
-            self._summarize({"reconstructions": grid, "codebook_usage": chart}, step)
+            self._summarize(
+                {name: plots.figure_to_array(f) for name, f in figures.items()}, step
+            )
 
     def _summarize(self, pictures, step):
         import tensorflow as tf
@@ -105,3 +88,62 @@ class ReconstructionLogger(keras.callbacks.Callback):
             for name, picture in pictures.items():
                 tf.summary.image(name, picture[None], step=step)
         self._writer.flush()
+
+
+class TrainingCurves(keras.callbacks.Callback):
+    """Draws the curves of a `CSVLogger` file after every epoch.
+
+    Reads `metrics_csv` (as written by `keras.callbacks.CSVLogger`, which
+    must come earlier in the callback list) and writes `training_curves.png`
+    beside it: loss terms, PSNR, perplexity and codes used, training and
+    validation, against training steps. An epoch logged twice (a resumed run
+    that repeated it) counts once, with its last values.
+
+    Args:
+        metrics_csv: path of the CSV file of epoch logs.
+        steps_per_epoch: int. Steps of one epoch (the x axis counts steps).
+        path: the PNG file. Defaults to `training_curves.png` beside
+            `metrics_csv`.
+        title: optional figure title.
+
+    Example:
+
+    ```python
+    model.fit(ds, epochs=10, steps_per_epoch=150, callbacks=[
+        keras.callbacks.CSVLogger("runs/demo/metrics.csv"),
+        TrainingCurves("runs/demo/metrics.csv", steps_per_epoch=150),
+    ])
+    ```
+    """
+
+    def __init__(self, metrics_csv, steps_per_epoch, path=None, title=None):
+        super().__init__()
+        self.metrics_csv = metrics_csv
+        self.steps_per_epoch = steps_per_epoch
+        self.path = path or os.path.join(
+            os.path.dirname(metrics_csv), "training_curves.png"
+        )
+        self.title = title
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write()
+
+    def write(self):
+        rows = read_epoch_logs(self.metrics_csv)
+        if rows:
+            figure = plots.training_curves_figure(
+                rows, self.steps_per_epoch, title=self.title
+            )
+            plots.save_figure(figure, self.path)
+
+
+def read_epoch_logs(metrics_csv):
+    """The rows of a `CSVLogger` file as dicts, one per epoch (the last row
+    of an epoch logged twice), in epoch order; `[]` if there is no file."""
+    import csv
+
+    if not os.path.exists(metrics_csv):
+        return []
+    with open(metrics_csv, newline="") as file:
+        by_epoch = {int(row["epoch"]): row for row in csv.DictReader(file)}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]

@@ -1,9 +1,10 @@
 """k-means with k-means++ seeding and Lloyd iterations, in NumPy."""
 
+import keras
 import numpy as np
 
 
-def kmeans(points, num_clusters, num_iterations=20, seed=None):
+def kmeans(points, num_clusters, num_iterations=20, seed=None, verbose=0):
     """Clusters `points` `(N, D)` into `num_clusters` centroids `(K, D)`.
 
     Seeding is k-means++ (each next centroid drawn with probability
@@ -17,6 +18,8 @@ def kmeans(points, num_clusters, num_iterations=20, seed=None):
         num_clusters: int. Number of centroids `K`.
         num_iterations: int. Maximum number of Lloyd iterations.
         seed: int or `None`. Seed of the k-means++ draws.
+        verbose: 0 (silent), 1 (a progress bar over the seeding and the
+            iterations) or 2 (one line at the end), as Keras' `Progbar`.
 
     Returns:
         float32 array `(K, D)` of centroids.
@@ -30,9 +33,13 @@ def kmeans(points, num_clusters, num_iterations=20, seed=None):
     if not np.isfinite(points).all():
         raise ValueError("Argument `points` must be finite. Received NaN or inf.")
     rng = np.random.default_rng(seed)
-    centroids = _kmeans_plus_plus(points, num_clusters, rng)
+    progress = keras.utils.Progbar(
+        num_clusters + num_iterations, verbose=verbose, unit_name="step"
+    )
+    centroids = _kmeans_plus_plus(points, num_clusters, rng, progress)
     assignment = None
-    for _ in range(num_iterations):
+    for iteration in range(num_iterations):
+        progress.update(num_clusters + iteration)
         distances = _squared_distances(points, centroids)
         new_assignment = distances.argmin(axis=1)
         if assignment is not None and np.array_equal(new_assignment, assignment):
@@ -47,10 +54,11 @@ def kmeans(points, num_clusters, num_iterations=20, seed=None):
         if empty.size:
             farthest = np.argsort(distances.min(axis=1))[::-1][: empty.size]
             centroids[empty] = points[farthest]
+    progress.update(num_clusters + num_iterations, finalize=True)
     return centroids.astype(np.float32)
 
 
-def _kmeans_plus_plus(points, num_clusters, rng):
+def _kmeans_plus_plus(points, num_clusters, rng, progress):
     centroids = np.empty((num_clusters, points.shape[1]))
     centroids[0] = points[rng.integers(len(points))]
     nearest = ((points - centroids[0]) ** 2).sum(axis=1)
@@ -62,6 +70,8 @@ def _kmeans_plus_plus(points, num_clusters, rng):
             index = rng.integers(len(points))
         centroids[k] = points[index]
         nearest = np.minimum(nearest, ((points - centroids[k]) ** 2).sum(axis=1))
+        if k % 64 == 0:
+            progress.update(k)
     return centroids
 
 

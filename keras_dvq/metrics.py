@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_dvq.code_statistics import code_counts
+from keras_dvq.evaluation import entropy_bits
 from keras_dvq.validation import check_positive_int
 
 
@@ -18,7 +19,8 @@ class CodebookUsage(keras.metrics.Metric):
     it. The histogram is summed across replicas.
 
     `result()` returns a dict:
-    - `perplexity`: `exp(-sum_k p_k log p_k)` of the code frequencies `p`;
+    - `perplexity`: `exp(-sum_k p_k log p_k)` of the code frequencies `p`
+      (`2 ** bits per token`, see `keras_dvq.evaluation.rate_statistics`);
     - `cluster_use`: the number of codes used at least once.
 
     Args:
@@ -50,12 +52,9 @@ class CodebookUsage(keras.metrics.Metric):
         self.counts.assign_add(code_counts(tokens, self.num_embeddings))
 
     def result(self):
-        total = ops.maximum(ops.sum(self.counts), 1.0)
-        probs = self.counts / total
-        safe = ops.where(probs > 0, probs, 1.0)
-        entropy = -ops.sum(probs * ops.log(safe))
+        perplexity = ops.power(2.0, entropy_bits(self.counts))
         used = ops.sum(ops.cast(self.counts > 0, "float32"))
-        return {"perplexity": ops.exp(entropy), "cluster_use": used}
+        return {"perplexity": perplexity, "cluster_use": used}
 
     def reset_state(self):
         self.counts.assign(ops.zeros((self.num_embeddings,), dtype="float32"))

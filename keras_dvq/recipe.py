@@ -25,8 +25,8 @@ from keras_dvq.schedules import CosineAnnealing
 
 LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 
-# The gumbel flavor's defaults: the winner of the keras-tuner search in the
-# README's "Tuning the Gumbel quantizer" (28 trials of 400 steps on `sample`;
+# The gumbel flavor's defaults: the winner of the keras-tuner search of
+# docs/gumbel_tuning.md (28 trials of 400 steps on `sample`;
 # rounded to three significant digits). At 1,500 steps it reached val
 # recon_loss 0.0116 (0.0170 rounded, as here) where the original repo's
 # hand-picked values (learning rate 3e-4, temperature 1 -> 1/16 over 150,000
@@ -38,6 +38,7 @@ GUMBEL_DEFAULTS = {
     "temperature_anneal_fraction": 0.1,
     "kl_weight": 1.5e-5,
     "kl_ramp_fraction": 0.881,
+    "diversity_weight": 0.0,
     "straight_through": False,
 }
 
@@ -137,6 +138,7 @@ def gumbel_quantizer_kwargs(hparams):
     return {
         "temperature": hparams["temperature_start"],
         "kl_weight": hparams["kl_weight"],
+        "diversity_weight": hparams["diversity_weight"],
         "straight_through": hparams["straight_through"],
     }
 

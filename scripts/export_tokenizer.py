@@ -19,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_dvq.divergence import check_finite_model  # noqa: E402
+from keras_dvq.export import MAX_IMAGE_SIZE  # noqa: E402
 from keras_dvq.export import export_tokenizer  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
 
@@ -43,7 +45,20 @@ def parse_args(argv=None):
         help="H,W,C of served images; H and W may be 'none' for any size "
         "divisible by the stride (default: none,none,C)",
     )
+    parser.add_argument(
+        "--max_image_size",
+        type=max_image_size,
+        default=MAX_IMAGE_SIZE,
+        help="largest height and width a request may have, so that one "
+        "oversized request cannot exhaust the server's memory; 'none': no limit",
+    )
     return parser.parse_args(argv)
+
+
+def max_image_size(text):
+    if text.lower() == "none":
+        return None
+    return positive_int(text)
 
 
 def image_shape(text):
@@ -93,6 +108,7 @@ def export(args):
         raise ValueError(
             f"MODEL {args.model!r}: cannot be loaded ({error})."
         ) from error
+    check_finite_model(model, f"MODEL {args.model!r}")
     os.makedirs(args.out_dir, exist_ok=True)
     version = args.version or next_version(args.out_dir)
     path = os.path.join(args.out_dir, str(version))
@@ -100,7 +116,9 @@ def export(args):
         raise ValueError(
             f"--version {version}: {path} exists; exports are never overwritten."
         )
-    export_tokenizer(model, path, image_shape=args.image_shape)
+    export_tokenizer(
+        model, path, image_shape=args.image_shape, max_image_size=args.max_image_size
+    )
     print(f"wrote {path}")
     print("\n".join(describe_signatures(path)))
     return path

@@ -21,11 +21,13 @@ and writes into --out:
   `labels` (bool) with `num_classes` and `class_names` where it is true.
 
 The metadata is rewritten after every shard, so an interrupted run continues
-from its last complete shard when re-run with the same arguments.
+from its last complete shard when re-run with the same arguments. Shards and
+metadata are written under temporary names and renamed into place (a kill
+never leaves a torn file), and a second run into the same --out while one is
+running is refused (`run.lock`).
 """
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -37,10 +39,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_dvq import atomic  # noqa: E402
 from keras_dvq.data import class_names  # noqa: E402
+from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
-from keras_dvq.export import read_tokenizer_info  # noqa: E402
+from keras_dvq.divergence import check_finite_model  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.run_directory import RunLock  # noqa: E402
+from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
 
 METADATA = "metadata.json"
 
@@ -60,50 +66,26 @@ def parse_args(argv=None):
     parser.add_argument("--format", choices=["npy", "tfrecord"], default="npy")
     parser.add_argument("--shard_size", type=positive_int, default=10000)
     parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
-class KerasTokenizer:
-    """Tokens from a `.keras` model, on the current Keras backend."""
-
-    def __init__(self, path):
-        self.model = keras.models.load_model(path, compile=False)
-        self.vocabulary_size = self.model.quantizer.num_embeddings
-
-    def __call__(self, images, batch_size):
-        return self.model.encode(images, batch_size=batch_size)
-
-
-class SavedModelTokenizer:
-    """Tokens from an exported tokenizer's `encode` signature."""
-
-    def __init__(self, path):
-        self.vocabulary_size = read_tokenizer_info(path)["num_embeddings"]
-        self.encode = tf.saved_model.load(path).signatures["encode"]
-
-    def __call__(self, images, batch_size):
-        return np.concatenate(
-            [
-                self.encode(images=tf.constant(images[start : start + batch_size]))[
-                    "tokens"
-                ].numpy()
-                for start in range(0, len(images), batch_size)
-            ]
-        )
-
-
-def load_tokenizer(args):
+def open_tokenizer(args):
     path = args.model or args.tokenizer
     if not os.path.exists(path):
         raise ValueError(
             f"--{'model' if args.model else 'tokenizer'} {path}: not found."
         )
-    try:
-        return KerasTokenizer(path) if args.model else SavedModelTokenizer(path)
-    except Exception as error:  # corrupt or foreign files raise many types
+    if args.model and os.path.isdir(path):
+        raise ValueError(f"--model {path}: a directory; pass exports as --tokenizer.")
+    if args.tokenizer and not os.path.isdir(path):
         raise ValueError(
-            f"{path}: cannot be loaded as a tokenizer ({error})."
-        ) from error
+            f"--tokenizer {path}: not a directory; pass .keras as --model."
+        )
+    tokenizer = load_tokenizer(path)
+    if args.model:  # exports are refused non-finite when written
+        check_finite_model(tokenizer.model, f"--model {path}")
+    return tokenizer
 
 
 def fingerprint(path):
@@ -126,9 +108,9 @@ def fingerprint(path):
     return digest.hexdigest()
 
 
-def run_settings(args, names):
-    """What must match for a re-run to continue an earlier one."""
-    path = args.model or args.tokenizer
+def run_settings(args, path, names):
+    """What must match for a re-run to continue an earlier one (`path`: the
+    tokenizer's file or export directory; `names`: the dataset's classes)."""
     return {
         "labels": names is not None,
         "format": args.format,
@@ -160,12 +142,6 @@ def read_metadata(out, settings):
     return metadata
 
 
-def write_atomically(path, write):
-    temporary = path + ".partial"
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def write_npy(path, array):
     with open(path, "wb") as file:
         np.save(file, array)
@@ -191,17 +167,20 @@ def write_shard(path, tokens, file_format, labels=None):
 
 
 def save_metadata(out, metadata):
-    def write(path):
-        with open(path, "w") as file:
-            json.dump(metadata, file, indent=2)
-
-    write_atomically(os.path.join(out, METADATA), write)
+    atomic.write_text(os.path.join(out, METADATA), json.dumps(metadata, indent=2))
 
 
 def tokenize(args):
-    tokenizer = load_tokenizer(args)
+    tokenizer = open_tokenizer(args)
+    # One run per --out: a second one would interleave shards and metadata.
+    with RunLock(args.out):
+        atomic.remove_temporaries(args.out)
+        return _tokenize(args, tokenizer)
+
+
+def _tokenize(args, tokenizer):
     names = class_names(args.dataset, args.data_dir)
-    metadata = read_metadata(args.out, run_settings(args, names))
+    metadata = read_metadata(args.out, run_settings(args, tokenizer.path, names))
     if metadata["complete"]:
         print(f"{args.out}: already complete ({metadata['num_images']} images).")
         return metadata
@@ -224,35 +203,29 @@ def tokenize(args):
     )
     if names is not None:
         metadata.update(num_classes=len(names), class_names=names)
-    total = int(images.unbatch().cardinality())
+    total = count_images(images)
     images = images.unbatch().skip(done).batch(args.shard_size)
     os.makedirs(args.out, exist_ok=True)
     progress = keras.utils.Progbar(
-        total if total >= 0 else None,
-        verbose=1 if sys.stdout.isatty() else 2,
+        total,
+        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
         unit_name="image",
     )
     progress.update(done)
     for batch in images.as_numpy_iterator():
         shard_images, labels = batch if names is not None else (batch, None)
-        tokens = tokenizer(shard_images, args.batch_size).astype(dtype)
+        tokens = tokenizer.encode(shard_images, args.batch_size).astype(dtype)
         number = len(metadata["shards"])
         name = f"tokens-{number:05d}.{args.format}"
         shard = {"file": name, "count": len(tokens)}
-        if args.format == "npy":
-            if labels is not None:
-                shard["labels_file"] = f"labels-{number:05d}.npy"
-                write_atomically(
-                    os.path.join(args.out, shard["labels_file"]),
-                    functools.partial(write_npy, array=labels.astype(np.int32)),
-                )
+        if args.format == "npy" and labels is not None:
+            shard["labels_file"] = f"labels-{number:05d}.npy"
+            labels_path = os.path.join(args.out, shard["labels_file"])
+            with atomic.atomic_path(labels_path) as temporary:
+                write_npy(temporary, labels.astype(np.int32))
             labels = None
-        write_atomically(
-            os.path.join(args.out, name),
-            functools.partial(
-                write_shard, tokens=tokens, file_format=args.format, labels=labels
-            ),
-        )
+        with atomic.atomic_path(os.path.join(args.out, name)) as temporary:
+            write_shard(temporary, tokens, args.format, labels)
         metadata["shards"].append(shard)
         metadata["num_images"] += len(tokens)
         metadata["token_shape"] = list(tokens.shape[1:])

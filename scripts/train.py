@@ -3,10 +3,15 @@
     python scripts/train.py --dataset sample --out runs/demo
 
 Writes into --out: `model.keras` (final), `best.keras` (lowest
-val_recon_loss), `metrics.csv`, `reconstructions.png` (validation originals
-above their reconstructions), `codebook_usage.png`, `tensorboard/` logs and,
-while running, `backup/` (removed on success) from which `--resume` continues
-an interrupted run.
+val_recon_loss), `metrics.csv`, `training_curves.png` (loss terms, PSNR,
+perplexity and codes used against steps), `reconstructions.png` (validation
+originals above their reconstructions), `codebook_usage.png`, `tensorboard/`
+logs, `run_config.json` and, while running, `run.lock` and `backup/` (removed
+on success) from which `--resume` continues an interrupted run, mid-epoch too.
+
+Exit codes: 0 done, 2 bad input (one line on stderr), 3 training diverged
+(non-finite loss or weights; nothing non-finite was written). See
+docs/robustness.md.
 """
 
 import argparse
@@ -23,8 +28,19 @@ import numpy as np  # noqa: E402
 
 from keras_dvq import distribute  # noqa: E402
 from keras_dvq import recipe  # noqa: E402
+from keras_dvq import run_directory  # noqa: E402
+from keras_dvq.atomic import remove_temporaries  # noqa: E402
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
+from keras_dvq.checkpointing import BACKUP_SECONDS  # noqa: E402
+from keras_dvq.checkpointing import BestCheckpoint  # noqa: E402
+from keras_dvq.checkpointing import MetricsLogger  # noqa: E402
+from keras_dvq.checkpointing import StepBackup  # noqa: E402
+from keras_dvq.checkpointing import fit_resumable  # noqa: E402
+from keras_dvq.checkpointing import save_finite_model  # noqa: E402
+from keras_dvq.divergence import StopOnDivergence  # noqa: E402
+from keras_dvq.divergence import TrainingDiverged  # noqa: E402
 from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
+from keras_dvq.image_logging import TrainingCurves  # noqa: E402
 from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.recipe import HPARAM_KEYS  # noqa: E402
 from keras_dvq.recipe import non_negative_float  # noqa: E402
@@ -36,6 +52,11 @@ KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
 LOGGED_IMAGES = 1024  # validation images behind the usage chart
 MAX_SCANNED_BATCHES = 64  # the logged images are spread over these
 DEVICE_TYPE = "GPU"  # what --gpus counts (tests count logical CPU devices)
+EXIT_DIVERGED = 3  # distinct from 2 (bad input): retrying may help
+# Flags that do not define the run (stored in run_config.json for --resume to
+# compare), and those a resumed run may change (after a divergence).
+NOT_RUN_CONFIG = ("out", "resume", "gpus", "hparams", "data_dir", "backup_every")
+MAY_CHANGE_ON_RESUME = ("learning_rate", "mixed_precision")
 
 
 def make_parser():
@@ -60,6 +81,14 @@ def make_parser():
     add("--max_steps", type=positive_int, default=1500)
     add("--epochs", type=positive_int, default=None, help="full passes instead")
     add("--resume", action="store_true", help="continue an interrupted run")
+    add(
+        "--backup_every",
+        type=positive_int,
+        default=None,
+        metavar="STEPS",
+        help="back up the training state every STEPS steps (default: every "
+        f"{BACKUP_SECONDS / 60:g} minutes) and at each epoch end",
+    )
     add(
         "--seed_faithful",
         action="store_true",
@@ -94,8 +123,7 @@ def make_parser():
     gumbel = parser.add_argument_group(
         "gumbel flavor",
         "Schedule lengths are fractions of the run's total steps (above 1: the "
-        "schedule ends after the run). Defaults: the README's 'Tuning the "
-        "Gumbel quantizer'.",
+        "schedule ends after the run). Defaults: docs/gumbel_tuning.md.",
     )
     for name, kind in (
         ("temperature_start", positive_float),
@@ -103,6 +131,7 @@ def make_parser():
         ("temperature_anneal_fraction", positive_float),
         ("kl_weight", non_negative_float),
         ("kl_ramp_fraction", positive_float),
+        ("diversity_weight", non_negative_float),
     ):
         gumbel.add_argument(
             f"--{name}",
@@ -196,7 +225,7 @@ def device_scope(args):
     if distribute.tf_config_workers() > 1:
         raise ValueError(
             "TF_CONFIG names several workers: train.py trains on one machine; "
-            "see the README's 'Several devices and machines' for multi-worker "
+            "see docs/distributed.md for multi-worker "
             "training from Python."
         )
     if args.gpus <= 1:
@@ -210,6 +239,13 @@ def device_scope(args):
 
 
 def train(args):
+    with run_directory.RunLock(args.out):
+        remove_temporaries(args.out)
+        remove_temporaries(os.path.join(args.out, "backup"))
+        return _train(args)
+
+
+def _train(args):
     backup_dir = os.path.join(args.out, "backup")
     if os.path.isdir(backup_dir) and not args.resume:
         raise ValueError(
@@ -219,11 +255,20 @@ def train(args):
     if args.resume and not os.path.isdir(backup_dir):
         raise ValueError(f"--resume: no interrupted run to continue in {args.out}.")
     hparams = recipe_hparams(args)
+    config = {k: v for k, v in vars(args).items() if k not in NOT_RUN_CONFIG}
+    changed = run_directory.check_run_config(
+        args.out, {**config, **hparams}, args.resume, MAY_CHANGE_ON_RESUME
+    )
+    for key, (old, new) in changed.items():
+        print(f"resuming with --{key} {new} (was {old})")
     keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.out, exist_ok=True)
+    # A resumed run reshuffles from another seed: it should not replay the
+    # batches that the interrupted one began with.
+    state = StepBackup.read_state(backup_dir) if args.resume else None
+    data_seed = args.seed + (state["step"] if state else 0)
 
     train_data, val_data = recipe.load_splits(
-        args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
+        args.dataset, args.batch_size, data_dir=args.data_dir, seed=data_seed
     )
     batches_per_pass = int(train_data.cardinality())
     if args.epochs:
@@ -236,46 +281,56 @@ def train(args):
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     with device_scope(args):
         model = build_model(args, hparams)
-        # BackupAndRestore (and KMeansInit) need the variables before fit.
+        # Restoring a backup (and KMeansInit) needs the variables before fit.
         model.build((None,) + tuple(train_data.element_spec.shape[1:]))
         schedules = []
         if args.vq_flavor == "gumbel":
             schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
-        callbacks = make_callbacks(args, schedules, train_data, val_data, backup_dir)
-        model.fit(
+        callbacks = make_callbacks(
+            args, schedules, train_data, val_data, steps_per_epoch
+        )
+        best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
+        backup = StepBackup(backup_dir, args.backup_every, best_checkpoint=best)
+        fit_resumable(
+            model,
             train_data.repeat(),
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
+            backup=backup,
             validation_data=val_data,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=fit_verbosity(),
         )
-        model.save(os.path.join(args.out, "model.keras"))
+        save_finite_model(model, os.path.join(args.out, "model.keras"))
+        backup.remove()  # only now: a kill before leaves a resumable run
         logs = model.evaluate(val_data, return_dict=True, verbose=0)
     summary = ", ".join(f"{key} {value:.4f}" for key, value in sorted(logs.items()))
     print(f"validation: {summary}")
-    print(f"wrote {args.out}: model.keras, best.keras, metrics.csv, PNGs, tensorboard/")
+    print(
+        f"wrote {args.out}: model.keras, best.keras, metrics.csv, "
+        "training_curves.png, reconstructions.png, codebook_usage.png, tensorboard/"
+    )
     return logs
 
 
-def make_callbacks(args, schedules, train_data, val_data, backup_dir):
+def fit_verbosity():
+    """A progress bar on a terminal, one line per epoch in a log file."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def make_callbacks(args, schedules, train_data, val_data, steps_per_epoch):
+    metrics_csv = os.path.join(args.out, "metrics.csv")
     validation_images = np.concatenate(list(val_data.take(MAX_SCANNED_BATCHES)))
     spread = np.linspace(0, len(validation_images) - 1, LOGGED_IMAGES).astype(int)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir),
-        # After the restore (they read the step count), before the loggers
-        # (they write their values into the epoch logs).
+        StopOnDivergence(),  # first: nothing else sees a diverged step
+        # Before the loggers (they write their values into the epoch logs).
         *schedules,
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(args.out, "best.keras"),
-            monitor="val_recon_loss",
-            mode="min",
-            save_best_only=True,
-        ),
-        keras.callbacks.CSVLogger(
-            os.path.join(args.out, "metrics.csv"), append=args.resume
-        ),
+        BestCheckpoint(os.path.join(args.out, "best.keras"), monitor="val_recon_loss"),
+        MetricsLogger(metrics_csv, append=args.resume),
+        # After the MetricsLogger: it draws the file's rows, this epoch's included.
+        TrainingCurves(metrics_csv, steps_per_epoch, title=args.out),
         keras.callbacks.TensorBoard(os.path.join(args.out, "tensorboard")),
         ReconstructionLogger(
             validation_images[np.unique(spread)],
@@ -287,7 +342,9 @@ def make_callbacks(args, schedules, train_data, val_data, backup_dir):
         kmeans_images = np.concatenate(
             list(train_data.take(-(-KMEANS_IMAGES // args.batch_size)))
         )
-        callbacks.insert(0, KMeansInit(kmeans_images, seed=args.seed))
+        callbacks.insert(
+            0, KMeansInit(kmeans_images, seed=args.seed, verbose=fit_verbosity())
+        )
     return callbacks
 
 
@@ -298,7 +355,25 @@ def main(argv=None):
     except ValueError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"train.py: error: {divergence_advice(args, error)}", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
+
+
+def divergence_advice(args, error):
+    """The one-line message of a diverged run: what, and what to try."""
+    state = StepBackup.read_state(os.path.join(args.out, "backup"))
+    if state:
+        again = (
+            f"the backup of step {state['step']} is kept: rerun with --resume and "
+            "a smaller --learning_rate"
+        )
+    else:
+        again = "no backup was written yet: rerun with a smaller --learning_rate"
+    if args.mixed_precision:
+        again += " or without --mixed_precision"
+    return f"{error}; nothing non-finite was saved; {again}."
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from keras_dvq import data as data_module
+from keras_dvq.data import count_images
 from keras_dvq.data import load_dataset
 from keras_dvq.data import load_image_folder
 from keras_dvq.sample_data import load_sample_patches
+from tests.testing import image_folder
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,12 @@ def test_missing_tfds_data_says_where_it_looked_and_what_to_do(tmp_path, monkeyp
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
         load_dataset("no_such_dataset")
+
+
+def test_count_images_of_batched_datasets(tmp_path):
+    validation = load_dataset("sample", "validation", batch_size=128)
+    assert count_images(validation) == 4250  # 33 full batches and one of 26
+    folder = image_folder(tmp_path / "images", count=40)
+    assert count_images(load_dataset(folder, "train", batch_size=8)) == 32
+    assert count_images(load_dataset(folder, "validation", batch_size=3)) == 4
+    assert count_images(validation.unbatch().batch(100)) is None  # unknown

@@ -89,6 +89,7 @@ def test_cli_writes_tf_serving_layout_and_prints_signatures(cli_export):
         "stride": 4,
         "image_shape": [32, 32, 3],
         "token_shape": [8, 8],
+        "max_image_size": 1024,
     }
 
 
@@ -149,7 +150,9 @@ def test_cli_numbers_versions_and_never_overwrites(cli_export, trained_path):
 def test_export_from_this_backend_any_image_size(model, images, tmp_path):
     # On JAX and PyTorch this goes through a TensorFlow-backend subprocess.
     export_dir = export_tokenizer(model, str(tmp_path / "tokenizer" / "1"))
-    assert read_tokenizer_info(export_dir)["image_shape"] == [None, None, 3]
+    info = read_tokenizer_info(export_dir)
+    assert info["image_shape"] == [None, None, 3]
+    assert info["max_image_size"] == 1024  # the default limit
     larger = np.concatenate([images[:8], images[8:16]], axis=2)  # 32 x 64
     import tensorflow as tf
 
@@ -216,3 +219,43 @@ def test_cli_errors_are_one_line(tmp_path, setup, flags, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_requests_above_max_image_size_fail(model, images, tmp_path):
+    import tensorflow as tf
+
+    export_dir = export_tokenizer(model, str(tmp_path / "1"), max_image_size=64)
+    assert read_tokenizer_info(export_dir)["max_image_size"] == 64
+    tokenizer = tf.saved_model.load(export_dir)
+    encode, decode = tokenizer.signatures["encode"], tokenizer.signatures["decode"]
+    largest = np.tile(images[:2], (1, 2, 2, 1))  # 64 x 64: still served
+    assert encode(images=tf.constant(largest))["tokens"].shape == (2, 16, 16)
+    assert decode(tokens=tf.zeros((1, 16, 16), tf.int32))["images"].shape == (
+        1, 64, 64, 3,
+    )  # fmt: skip
+    taller = np.tile(images[:1], (1, 3, 1, 1))  # 96 x 32
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 64"):
+        encode(images=tf.constant(taller))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 16"):
+        decode(tokens=tf.zeros((1, 8, 17), tf.int32))
+    with pytest.raises(ValueError, match="max_image_size.*Received: max_image_size=64"):
+        export_tokenizer(
+            model, str(tmp_path / "2"), image_shape=(128, 128, 3), max_image_size=64
+        )
+
+
+def test_export_refuses_non_finite_weights(tmp_path):
+    model = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
+    model.build((None, 32, 32, 3))
+    bias = model.decoder.weights[-1]
+    bias.assign(np.full(bias.shape, np.nan, "float32"))  # as a diverged run
+    with pytest.raises(ValueError, match="Argument `model`: the model's weights"):
+        export_tokenizer(model, str(tmp_path / "1"))
+    assert not (tmp_path / "1").exists()
+    model.save(tmp_path / "diverged.keras")
+    result = run(EXPORT_SCRIPT, tmp_path / "diverged.keras", tmp_path / "out")
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("export_tokenizer.py: error: MODEL ")
+    assert "weights are not finite" in error and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

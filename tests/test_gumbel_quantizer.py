@@ -210,6 +210,57 @@ def test_latent_loss_is_kl_to_uniform_times_kl_weight(rng):
     np.testing.assert_allclose(to_numpy(doubled), 2 * to_numpy(loss), rtol=1e-6)
 
 
+def numpy_average_kl(logits):
+    """KL to uniform of the softmax averaged over all positions."""
+    logits = np.asarray(logits, "float64").reshape(-1, logits.shape[-1])
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    average = (q / q.sum(-1, keepdims=True)).mean(0)
+    return (average * np.log(average * len(average))).sum()
+
+
+def test_diversity_term_is_kl_of_the_average_distribution(rng):
+    quantizer = GumbelQuantizer(K, D, kl_weight=0.5, diversity_weight=0.25)
+    inputs = rng.normal(size=(3, 4, F)).astype("float32")
+    quantizer(inputs, training=True)
+    (loss,) = quantizer.losses
+    logits = to_numpy(quantizer.projection(inputs))
+    expected = 0.5 * numpy_kl(logits) + 0.25 * numpy_average_kl(logits)
+    np.testing.assert_allclose(to_numpy(loss), expected, rtol=1e-5)
+    assert numpy_average_kl(logits) < numpy_kl(logits)  # two different terms
+
+
+def test_diversity_term_rewards_spread_not_flat_positions(rng):
+    """Confident positions on different codes: no diversity loss, though the
+    per-position KL is at its maximum, log K."""
+    quantizer = GumbelQuantizer(K, D, kl_weight=0.0, diversity_weight=1.0)
+    quantizer.build((None, K))
+    quantizer.projection.kernel.assign(50.0 * np.eye(K, dtype="float32"))
+    quantizer.projection.bias.assign(np.zeros(K, "float32"))
+    quantizer(np.eye(K, dtype="float32"))  # position k picks code k
+    (spread,) = quantizer.losses
+    assert abs(float(to_numpy(spread))) < 1e-5
+    quantizer(np.eye(K, dtype="float32")[[3] * K])  # every position picks code 3
+    (collapsed,) = quantizer.losses
+    np.testing.assert_allclose(to_numpy(collapsed), math.log(K), rtol=1e-4)
+
+
+def test_models_saved_before_the_diversity_weight_load(rng):
+    quantizer = GumbelQuantizer(
+        K, D, temperature=0.7, kl_weight=0.2, diversity_weight=0.1
+    )
+    quantizer.build((None, F))
+    # The store of a file written before `diversity_weight` existed.
+    codebook = rng.normal(size=(K, D)).astype("float32")
+    old_store = {"0": codebook, "1": np.float32(0.9), "2": np.float32(0.3)}
+    quantizer.load_own_variables(old_store)
+    np.testing.assert_array_equal(to_numpy(quantizer.codebook), codebook)
+    assert float(to_numpy(quantizer.temperature)) == pytest.approx(0.9)
+    assert float(to_numpy(quantizer.kl_weight)) == pytest.approx(0.3)
+    assert float(to_numpy(quantizer.diversity_weight)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="expected 4 variables"):
+        quantizer.load_own_variables({"0": codebook})
+
+
 def test_kl_is_zero_for_uniform_logits(rng):
     quantizer = GumbelQuantizer(K, D, kl_weight=1.0)
     quantizer.build((None, F))
@@ -271,6 +322,7 @@ def test_mixed_precision_keeps_logits_and_codebook_in_float32(mixed_bfloat16, rn
         ({"temperature": -1.0}, "temperature=-1.0"),
         ({"kl_weight": -1}, "kl_weight=-1"),
         ({"kl_weight": float("inf")}, "kl_weight=inf"),
+        ({"diversity_weight": -0.1}, "diversity_weight=-0.1"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):

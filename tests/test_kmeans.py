@@ -48,3 +48,13 @@ def test_bad_points_raise():
         kmeans(np.zeros((5, 2)), 10)
     with pytest.raises(ValueError, match="finite"):
         kmeans(np.full((20, 2), np.nan), 3)
+
+
+def test_progress_is_shown_on_request_and_changes_nothing(capsys):
+    points = np.random.default_rng(0).normal(size=(300, 4))
+    silent = kmeans(points, 8, seed=3)
+    assert capsys.readouterr().out == ""
+    shown = kmeans(points, 8, seed=3, verbose=2)
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and "28/28" in printed  # 8 seeds + 20 iterations
+    np.testing.assert_array_equal(silent, shown)

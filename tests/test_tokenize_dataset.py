@@ -1,4 +1,4 @@
-"""scripts/tokenize_dataset.py: token shards read back as the README says."""
+"""scripts/tokenize_dataset.py: shards read back as docs/token_datasets.md says."""
 
 import json
 import os
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_dvq import atomic
 from keras_dvq.data import load_dataset
 from keras_dvq.export import export_tokenizer
 from keras_dvq.models import VQVAE
+from keras_dvq.run_directory import RunLock
 from keras_dvq.sample_data import PHOTOGRAPHS
 from keras_dvq.sample_data import load_sample_patches
 from keras_dvq.token_shards import load_token_shards
@@ -60,7 +62,7 @@ def argv(out, source_flag, source, *extra):
 
 
 def read_npy_shards(out):
-    """The README's reader for --format npy."""
+    """docs/token_datasets.md's reader for --format npy."""
     with open(os.path.join(out, "metadata.json")) as file:
         metadata = json.load(file)
     shards = [np.load(os.path.join(out, s["file"])) for s in metadata["shards"]]
@@ -68,7 +70,7 @@ def read_npy_shards(out):
 
 
 def read_tfrecord_shards(out):
-    """The README's reader for --format tfrecord."""
+    """docs/token_datasets.md's reader for --format tfrecord."""
     with open(os.path.join(out, "metadata.json")) as file:
         metadata = json.load(file)
     h, w = metadata["token_shape"]
@@ -153,7 +155,7 @@ def test_interrupted_run_resumes_from_its_last_shard(
         assert os.stat(out / name).st_mtime_ns == first_shards[name]  # not redone
     metadata, tokens = read_npy_shards(out)
     np.testing.assert_array_equal(tokens, expected_tokens)
-    assert not [name for name in os.listdir(out) if name.endswith(".partial")]
+    assert not [n for n in os.listdir(out) if n.startswith(atomic.TEMPORARY_PREFIX)]
 
     assert script.main(argv(out, "--model", model_path)) == 0
     assert "already complete (4250 images)" in capsys.readouterr().out
@@ -196,3 +198,28 @@ def test_bad_flags_exit_2(script, capsys):
     assert "one of the arguments --model --tokenizer is required" in (
         capsys.readouterr().err
     )
+
+
+def test_a_second_run_into_the_same_out_is_refused(
+    script, model_path, tmp_path, capsys
+):
+    out = tmp_path / "tokens"
+    with RunLock(out):  # as a running tokenize_dataset.py holds it
+        assert script.main(argv(out, "--model", model_path)) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"tokenize_dataset.py: error: {out} is in use by")
+    assert os.listdir(out) == []
+
+
+def test_diverged_models_are_refused(script, tmp_path, capsys):
+    model = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
+    model.build((None, 32, 32, 3))
+    bias = model.decoder.weights[-1]
+    bias.assign(np.full(bias.shape, np.nan, "float32"))
+    model.save(tmp_path / "diverged.keras")
+    assert (
+        script.main(argv(tmp_path / "out", "--model", tmp_path / "diverged.keras")) == 2
+    )
+    error = capsys.readouterr().err.strip()
+    assert "diverged.keras: the model's weights are not finite" in error
+    assert "\n" not in error and not (tmp_path / "out").exists()

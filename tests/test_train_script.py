@@ -1,17 +1,26 @@
 import csv
 import json
 import os
+import random
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
+from keras import ops
+from PIL import Image
 
 from keras_dvq import data as data_module
+from keras_dvq.divergence import non_finite_variables
 from keras_dvq.image_logging import ReconstructionLogger
 from keras_dvq.recipe import GUMBEL_DEFAULTS
+from keras_dvq.run_directory import RunLock
+from tests.test_divergence import PoisonAtStep
 from tests.testing import image_folder
 from tests.testing import load_script
 
@@ -39,22 +48,55 @@ def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_f
         "model.keras",
         "best.keras",
         "metrics.csv",
+        "training_curves.png",
         "reconstructions.png",
         "codebook_usage.png",
     ):
         assert (out / name).stat().st_size > 0, name
+    for name in ("training_curves.png", "reconstructions.png", "codebook_usage.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and picture.width >= 600, name
+    assert loads_after_importing_only_keras_dvq(out / "model.keras", out / "best.keras")
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert not (out / "backup").exists()  # removed after a finished run
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 1
-    assert {"recon_loss", "val_recon_loss", "val_perplexity", "val_cluster_use"} <= set(
-        rows[0]
+    assert {
+        "recon_loss",
+        "val_recon_loss",
+        "val_perplexity",
+        "val_cluster_use",
+        "psnr",
+        "val_psnr",
+    } <= set(rows[0])
+
+
+def loads_after_importing_only_keras_dvq(*paths):
+    """Loads `.keras` files in a fresh process (same backend) that imports
+    `keras_dvq` and nothing else of the package: what a new user does."""
+    program = (
+        "import sys, keras, keras_dvq\n"
+        "for path in sys.argv[1:]:\n"
+        "    model = keras.models.load_model(path)\n"
+        "    assert model.optimizer is not None, path\n"
+        "print('loaded')\n"
     )
+    result = subprocess.run(
+        [sys.executable, "-c", program, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "KERAS_BACKEND": keras.backend.backend()},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().endswith("loaded")
 
 
 @pytest.mark.slow
-def test_resume_continues_an_interrupted_run(train_script, tmp_path, monkeypatch):
+def test_resume_continues_an_interrupted_run(
+    train_script, tmp_path, monkeypatch, capsys
+):
     dataset = image_folder(tmp_path / "images")  # 36 train images: 4 batches of 8
     out = tmp_path / "run"
     argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
@@ -74,11 +116,17 @@ def test_resume_continues_an_interrupted_run(train_script, tmp_path, monkeypatch
     monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", original)
 
     assert train_script.main(argv) == 2  # refuses to clobber without --resume
+    # Another configuration cannot continue it.
+    capsys.readouterr()
+    assert train_script.main([*argv, "--resume", "--n_hid", "16"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a run with another configuration (n_hid 8 (now 16))" in error
     assert train_script.main([*argv, "--resume"]) == 0
     with open(out / "metrics.csv") as file:
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
     assert epochs == [0, 1, 2]  # finished epochs kept, none repeated
     assert (out / "model.keras").exists() and not (out / "backup").exists()
+    assert (out / "training_curves.png").stat().st_size > 0
 
 
 def test_library_errors_become_one_line(train_script, tmp_path, monkeypatch, capsys):
@@ -226,3 +274,175 @@ def test_mixed_precision_keeps_the_quantizer_in_float32(train_script, tmp_path):
     assert model.quantizer.codebook.dtype == "float32"
     projected = model.quantizer.project(np.zeros((1, 8, 8, 16), "float32"))
     assert keras.backend.standardize_dtype(projected.dtype) == "float32"
+
+
+def test_a_second_run_into_the_same_out_is_refused(train_script, tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunLock(out):  # as a live train.py holds it
+        argv = ["--dataset", "sample", "--out", str(out), "--max_steps", "2"]
+        assert train_script.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(
+        f"train.py: error: {out} is in use by another run (process {os.getpid()}"
+    )
+    assert "\n" not in error
+    assert os.listdir(out) == []  # nothing written, the lock released
+
+
+@pytest.mark.slow
+def test_divergence_exits_3_and_writes_no_model(train_script, tmp_path, capsys):
+    dataset = image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
+            "--batch_size", "8", "--learning_rate", "1e6", *TINY]  # fmt: skip
+    assert train_script.main(argv) == train_script.EXIT_DIVERGED == 3
+    error = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"train.py: error: training diverged at step \d+: non-finite loss terms "
+        r"[a-z_, ]*\bloss\b.*; nothing non-finite was saved; no backup was "
+        r"written yet: rerun with a smaller --learning_rate\.",
+        error,
+    ), error
+    assert not (out / "model.keras").exists() and not (out / "best.keras").exists()
+
+
+@pytest.mark.slow
+def test_divergence_keeps_finite_files_and_resume_continues(
+    train_script, tmp_path, monkeypatch, capsys
+):
+    dataset = image_folder(tmp_path / "images")  # 4 batches of 8 per epoch
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
+            "--batch_size", "8", "--backup_every", "2", *TINY]  # fmt: skip
+    make_callbacks = train_script.make_callbacks
+
+    def poisoned_at_step_7(*args):
+        return [PoisonAtStep(7), *make_callbacks(*args)]
+
+    monkeypatch.setattr(train_script, "make_callbacks", poisoned_at_step_7)
+    assert train_script.main(argv) == 3
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("train.py: error: training diverged at step 7: ")
+    # Backups at steps 2, 4 (epoch end) and 6: the last is mid-epoch.
+    assert error.endswith(
+        "the backup of step 6 is kept: rerun with --resume and a smaller "
+        "--learning_rate."
+    )
+    best_written = (out / "best.keras").stat().st_mtime_ns  # epoch 0's
+    assert not (out / "model.keras").exists()
+    assert non_finite_variables(keras.models.load_model(out / "best.keras")) == []
+
+    monkeypatch.setattr(train_script, "make_callbacks", make_callbacks)
+    resumed = [*argv, "--resume", "--learning_rate", "1e-4"]
+    assert train_script.main(resumed) == 0
+    assert (
+        "resuming with --learning_rate 0.0001 (was 0.0003)" in capsys.readouterr().out
+    )
+    model = keras.models.load_model(out / "model.keras")
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 12
+    with open(out / "metrics.csv") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [0, 1, 2]
+    assert (out / "best.keras").stat().st_mtime_ns >= best_written
+
+
+# train.py, announcing each atomic write between writing and renaming (the
+# kill test kills on that line: during a checkpoint write).
+KILLABLE_TRAIN = """
+import os, sys, time
+from keras_dvq import atomic
+fsync = atomic._fsync
+def announced_fsync(path):
+    print("writing", os.path.basename(path), flush=True)
+    time.sleep(0.02)
+    fsync(path)
+atomic._fsync = announced_fsync
+from tests.testing import load_script
+sys.exit(load_script("train").main(sys.argv[1:]))
+"""
+
+
+def assert_every_file_loads(out, context):
+    """What a killed run leaves: each file complete, old or new."""
+    for name in ("model.keras", "best.keras"):
+        if (out / name).exists():
+            model = keras.models.load_model(out / name, compile=False)
+            assert non_finite_variables(model) == [], (name, context)
+    if (out / "metrics.csv").exists():
+        with open(out / "metrics.csv") as file:
+            epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
+        assert epochs == list(range(len(epochs))), (epochs, context)
+    if (out / "run_config.json").exists():
+        json.loads((out / "run_config.json").read_text())
+    state_path = out / "backup" / "state.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        with h5py.File(out / "backup" / state["weights"], "r") as weights:
+            assert len(weights.keys()) > 0, context
+
+
+# TensorFlow only: each of the five or so processes spends most of its time
+# starting (imports, data, first compile), ~20 s here; what is killed is the
+# file writing, the same on every backend, while the backend-specific parts
+# (state sync, restore, mid-epoch resume) are tested on all three backends in
+# test_checkpointing.py.
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="process kills: backend-independent file writing (see comment)",
+)
+def test_kills_at_random_instants_lose_nothing(tmp_path):
+    dataset = image_folder(tmp_path / "images")  # 4 batches of 8 per epoch
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "16",
+            "--batch_size", "8", "--backup_every", "1", *TINY]  # fmt: skip
+    seed = time.time_ns() % 10_000
+    rng = random.Random(seed)
+    kills, finished = [], False
+    for attempt in range(4):
+        resume = ["--resume"] if (out / "backup").is_dir() else []
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLABLE_TRAIN, *argv, *resume],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        # Even attempts: during the k-th file write (written, not renamed);
+        # odd ones: a random instant after training began.
+        writes_to_see = rng.randint(2, 12) if attempt % 2 == 0 else 2
+        seen, last = 0, ""
+        for line in process.stdout:
+            if line.startswith("writing"):
+                seen, last = seen + 1, line.strip()
+                if seen == writes_to_see:
+                    break
+        when = f"during {last!r}"
+        if attempt % 2:
+            delay = rng.uniform(0.0, 2.0)
+            time.sleep(delay)
+            when = f"{delay:.2f} s after {last!r}"
+        process.kill()
+        returncode = process.wait()
+        if returncode == 0:
+            finished = True
+            break
+        kills.append(f"attempt {attempt}: killed {when}, seed {seed}")
+        assert_every_file_loads(out, kills[-1])
+    print("\n".join(kills))  # shown by pytest -s
+    if not finished:
+        result = subprocess.run(
+            [sys.executable, "-c", KILLABLE_TRAIN, *argv, "--resume"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=300,
+        )
+        assert result.returncode == 0, (kills, result.stdout[-3000:])
+    assert_every_file_loads(out, kills)
+    with open(out / "metrics.csv") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [0, 1, 2, 3]
+    model = keras.models.load_model(out / "model.keras")
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 16, kills
+    assert not (out / "backup").exists() and not (out / "run.lock").exists()
+    assert not [name for name in os.listdir(out) if name.startswith(".partial")]

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import shutil
 
 import keras
@@ -55,12 +56,18 @@ def test_search_writes_every_trial_and_the_best(search):
         assert float(row["val_recon_loss"]) > 0
         assert 1 <= float(row["val_perplexity"]) <= 16
         assert 1 <= float(row["val_cluster_use"]) <= 16
+        bits = float(row["val_bits_per_token"])
+        assert bits == pytest.approx(math.log2(float(row["val_perplexity"])), rel=1e-6)
+        # 16 codes carry at most 4 bits: every trial is penalized.
+        assert float(row["val_tokenizer_score"]) == pytest.approx(
+            float(row["val_psnr"]) - 10 * (math.log2(150) - bits), rel=1e-6
+        )
     # Two trials drew different values.
     assert rows[0]["kl_weight"] != rows[1]["kl_weight"]
 
     best = json.loads((search / "best_hyperparameters.json").read_text())
     assert set(best) == set(HPARAM_KEYS)
-    winner = min(rows, key=lambda row: float(row["val_recon_loss"]))
+    winner = max(rows, key=lambda row: float(row["val_tokenizer_score"]))
     assert best["kl_weight"] == float(winner["kl_weight"])
     assert best["straight_through"] == (winner["straight_through"] == "True")
     assert (best["vq_flavor"], best["n_hid"], best["batch_size"]) == ("gumbel", 8, 8)
@@ -193,3 +200,15 @@ def test_too_large_batch_is_a_one_line_error(tune_script, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"tune_gumbel.py: error: --dataset {dataset}: fewer")
     assert "\n" not in error
+
+
+def test_tokenizer_score_cannot_be_won_by_collapsing(tune_script):
+    score = tune_script.tokenizer_score
+    floor = math.log2(150)
+    assert score(30.0, floor) == 30.0 and score(30.0, 9.0) == 30.0
+    # 22 codes (about 4.5 bits) at 34 dB lose to 200 codes at 30 dB.
+    assert score(34.0, 4.5) < score(30.0, math.log2(200))
+    logs = {"val_psnr": 31.0, "val_perplexity": 2.0**6}
+    tune_script.TokenizerScore().on_epoch_end(0, logs)
+    assert logs["val_bits_per_token"] == pytest.approx(6.0)
+    assert logs["val_tokenizer_score"] == pytest.approx(31.0 - 10 * (floor - 6.0))

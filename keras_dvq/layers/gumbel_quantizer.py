@@ -18,24 +18,35 @@ class GumbelQuantizer(keras.layers.Layer):
     `straight_through=True` the forward pass uses the one-hot of `argmax(y)`
     while gradients flow through `y`. At inference the token is the argmax of
     the logits (no noise) and `z_q` its code. The latent loss, added with
-    `add_loss`, is `kl_weight * KL(softmax(logits) || uniform)`, averaged over
-    positions.
+    `add_loss`, is
 
-    `temperature` and `kl_weight` live in non-trainable variables so that the
-    callbacks `TemperatureAnnealing` and `KLWeightRamp` can change them
-    between steps of a compiled training loop. Logits, the softmax and the KL
-    run in float32 under any dtype policy.
+        kl_weight * mean_n KL(q_n || uniform)
+        + diversity_weight * KL(mean_n q_n || uniform),
+
+    with `q_n = softmax(logits_n)` at position `n`. The first term (DALL-E's)
+    flattens every position's distribution; the second (the diversity term
+    of wav2vec 2.0, the batch entropy of LFQ) flattens only the batch's
+    average use of the codes, so positions may stay confident while the batch
+    spreads over the codebook. Under a distribution strategy the average is
+    each replica's own batch.
+
+    `temperature`, `kl_weight` and `diversity_weight` live in non-trainable
+    variables so that callbacks (`TemperatureAnnealing`, `KLWeightRamp`) can
+    change them between steps of a compiled training loop. Logits, the
+    softmax and both KL terms run in float32 under any dtype policy.
 
     Args:
         num_embeddings: int. Number of codes `K`. Defaults to `512`.
         embedding_dim: int. Size `D` of each code. Defaults to `64`.
         temperature: float. Initial Gumbel-softmax temperature. Defaults to
-            `0.5`, the temperature that the tuned recipe (README, "Tuning the
-            Gumbel quantizer") holds for nine tenths of the run; the original
+            `0.5`, the temperature that the tuned recipe
+            (docs/gumbel_tuning.md) holds for nine tenths of the run; the original
             repo starts at `1.0`.
         kl_weight: float. Initial weight of the KL to the uniform prior.
             Defaults to `1.5e-5`, the tuned recipe's; the original repo uses
             `5e-4`.
+        diversity_weight: float. Weight of the KL of the batch-averaged code
+            distribution to the uniform one. Defaults to `0.0` (off).
         straight_through: bool. Hard one-hot forward pass with the soft
             gradient. Defaults to `False` (soft relaxation, as the original and
             the tuned recipe).
@@ -73,6 +84,7 @@ class GumbelQuantizer(keras.layers.Layer):
         embedding_dim=64,
         temperature=0.5,
         kl_weight=1.5e-5,
+        diversity_weight=0.0,
         straight_through=False,
         codebook_initializer=None,
         seed=None,
@@ -83,6 +95,9 @@ class GumbelQuantizer(keras.layers.Layer):
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.initial_temperature = check_positive("temperature", temperature)
         self.initial_kl_weight = check_non_negative("kl_weight", kl_weight)
+        self.initial_diversity_weight = check_non_negative(
+            "diversity_weight", diversity_weight
+        )
         self.straight_through = bool(straight_through)
         self.codebook_initializer = keras.initializers.get(
             codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
@@ -93,6 +108,9 @@ class GumbelQuantizer(keras.layers.Layer):
         # step, which is when some trainers build the model.
         self.temperature = self._scalar("temperature", self.initial_temperature)
         self.kl_weight = self._scalar("kl_weight", self.initial_kl_weight)
+        self.diversity_weight = self._scalar(
+            "diversity_weight", self.initial_diversity_weight
+        )
         # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
         self.projection = keras.layers.Dense(
             num_embeddings, dtype="float32", name="projection"
@@ -121,8 +139,15 @@ class GumbelQuantizer(keras.layers.Layer):
     def call(self, inputs, training=False):
         logits = self.projection(ops.cast(inputs, "float32"))
         log_q = ops.log_softmax(logits, axis=-1)
-        kl = ops.sum(ops.exp(log_q) * (log_q + math.log(self.num_embeddings)), -1)
-        self.add_loss(self.kl_weight * ops.mean(kl))
+        log_k = math.log(self.num_embeddings)
+        q = ops.exp(log_q)
+        kl = ops.sum(q * (log_q + log_k), axis=-1)
+        average_q = ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
+        safe = ops.where(average_q > 0, average_q, 1.0)
+        average_kl = ops.sum(average_q * (ops.log(safe) + log_k))
+        self.add_loss(
+            self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
+        )
 
         if not training:
             tokens = ops.cast(ops.argmax(logits, axis=-1), "int32")
@@ -142,6 +167,16 @@ class GumbelQuantizer(keras.layers.Layer):
             weights = weights + ops.stop_gradient(hard - weights)
         quantized = ops.matmul(weights, self.codebook)
         return ops.cast(quantized, self.compute_dtype), tokens
+
+    def load_own_variables(self, store):
+        # Files saved before `diversity_weight` existed hold one variable
+        # fewer, the last one: it keeps its initial value.
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) - 1 and own[-1] is self.diversity_weight:
+            for index, variable in enumerate(own[:-1]):
+                variable.assign(store[f"{index}"])
+            return
+        super().load_own_variables(store)
 
     def tokenize(self, inputs):
         """Returns only the int32 token ids (argmax of the logits); no loss."""
@@ -170,6 +205,7 @@ class GumbelQuantizer(keras.layers.Layer):
                 "embedding_dim": self.embedding_dim,
                 "temperature": self.initial_temperature,
                 "kl_weight": self.initial_kl_weight,
+                "diversity_weight": self.initial_diversity_weight,
                 "straight_through": self.straight_through,
                 "codebook_initializer": keras.initializers.serialize(
                     self.codebook_initializer

@@ -1,7 +1,7 @@
 """Equivalent formulations of layers that XLA on CPU lowers poorly.
 
 Profiling the training step on JAX (XLA:CPU, batch 128, 32x32 images; see
-the README's benchmark section) put most of its time in three gradients:
+docs/benchmarks.md) put most of its time in three gradients:
 
 - `Conv2DTranspose` (4x4, stride 2): an input-dilated convolution whose
   forward and backward pass took 1.17 s of the DeepMind decoder's 1.36 s

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_dvq import distribute
 from keras_dvq import losses
+from keras_dvq.evaluation import psnr
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
 from keras_dvq.metrics import CodebookUsage
@@ -19,7 +20,7 @@ ENCODER_DECODERS = {
     "openai": (DalleEncoder, DalleDecoder),
 }
 QUANTIZERS = {"vqvae": VectorQuantizer, "gumbel": GumbelQuantizer}
-# What keeps the codebook healthy (measured in the README: 500 of 512 codes
+# What keeps the codebook healthy (docs/codebook.md: 500 of 512 codes
 # used vs 118 for the original recipe): an EMA codebook whose codes are
 # restarted from encoder outputs when used less than once per step on average.
 # Use with KMeansInit, as scripts/train.py does.
@@ -35,7 +36,9 @@ class VQVAE(keras.Model):
     parametrizes the reconstruction likelihood. Training minimizes
     `recon_loss + latent_loss` with plain `fit()` on every backend; the logs
     also hold `perplexity` and `cluster_use`, computed from the code
-    histogram of the whole epoch (or evaluation).
+    histogram of the whole epoch (or evaluation), and `psnr`, the mean
+    per-image PSNR of the reconstructions in dB (in training, through the
+    training-mode bottleneck).
 
     Inputs may be float images in [0, 1] or integer (uint8) images in
     [0, 255], as arrays or `tf.data` datasets of images, `(images, labels)`
@@ -97,6 +100,8 @@ class VQVAE(keras.Model):
             )
         self.recon_tracker = keras.metrics.Mean(name="recon_loss")
         self.latent_tracker = keras.metrics.Mean(name="latent_loss")
+        # Mean of per-image PSNRs of the reconstructions, in dB.
+        self.psnr_tracker = keras.metrics.Mean(name="psnr")
         self.codebook_usage = CodebookUsage(quantizer.num_embeddings)
         self._inference = _InferenceModels(self)
 
@@ -255,6 +260,7 @@ class VQVAE(keras.Model):
         self.recon_tracker.update_state(recon_loss)
         self.latent_tracker.update_state(latent_loss)
         self.codebook_usage.update_state(y_pred["tokens"])
+        self.psnr_tracker.update_state(psnr(self._images(x), y_pred["reconstruction"]))
         # Under tf.distribute the replicas' gradients are summed: each replica
         # contributes its share, for the same step as on one device.
         return distribute.scale_loss_for_replicas(recon_loss + latent_loss)

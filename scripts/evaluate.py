@@ -1,0 +1,262 @@
+"""Evaluates tokenizers the way their users compare them: distortion at a rate.
+
+    python scripts/evaluate.py runs/vq/model.keras runs/gumbel/model.keras \\
+        --dataset sample --out runs/eval
+
+For every MODEL (a `.keras` file written by scripts/train.py, or a tokenizer
+exported by scripts/export_tokenizer.py), tokenizes the whole split (in order,
+no augmentation), decodes the tokens and measures against the originals:
+
+- distortion: MSE, PSNR (the mean of per-image PSNRs, in dB; the PSNR of the
+  split's mean MSE is in the JSON as `psnr_of_mean_mse`), SSIM (11x11
+  Gaussian window, sigma 1.5), and for `.keras` models their own
+  `recon_loss` (the reconstruction NLL as train.py reports it);
+- rate and usage, from the code histogram of the whole split: codes used of
+  the vocabulary, perplexity, bits per token (the histogram's entropy) and
+  bits per image (bits per token x tokens per image);
+- speed: images/s of encode + decode over the split, after a warm-up batch.
+
+Prints a table, one row per model, and writes into --out `evaluation.json`,
+`reconstructions-<model>.png` per model and, for two or more models,
+`rate_distortion.png` (PSNR against bits per image).
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_dvq import plots  # noqa: E402
+from keras_dvq.data import count_images  # noqa: E402
+from keras_dvq.data import load_dataset  # noqa: E402
+from keras_dvq.evaluation import SplitEvaluation  # noqa: E402
+from keras_dvq.evaluation import to_unit_float  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
+
+CHUNK_IMAGES = 4096  # images per encode/decode call (predict's set-up is per call)
+RESULTS = "evaluation.json"
+# (heading, key, format) of the printed table.
+COLUMNS = (
+    ("MSE", "mse", "{:.5f}"),
+    ("PSNR dB", "psnr", "{:.2f}"),
+    ("SSIM", "ssim", "{:.4f}"),
+    ("recon_loss", "recon_loss", "{:.4f}"),
+    ("codes used", "codes", "{}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+    ("bits/token", "bits_per_token", "{:.2f}"),
+    ("bits/image", "bits_per_image", "{:.0f}"),
+    ("images/s", "images_per_second", "{:,.0f}"),
+)
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate tokenizers: PSNR, SSIM, codebook usage and rate "
+        "(keras-dvq).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("models", nargs="+", metavar="MODEL", help=".keras file or export dir")
+    add("--dataset", required=True, help="sample | folder:PATH | a tfds name")
+    add("--split", choices=["validation", "train"], default="validation")
+    add("--data_dir", default=None, help="tensorflow-datasets data directory")
+    add("--image_size", type=positive_int, default=32)
+    add("--batch_size", type=positive_int, default=128)
+    add("--out", default=None, help="output directory (default: print only)")
+    add("--num_shown", type=positive_int, default=16, help="images per grid")
+    add("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def evaluate(args):
+    tokenizers = [(path, load_tokenizer(path)) for path in args.models]
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
+    rows = []
+    for path, tokenizer in tokenizers:
+        if verbose:
+            print(f"evaluating {path}")
+        row, shown = evaluate_tokenizer(tokenizer, args, verbose)
+        row = {"model": path, "label": label_of(path, args.models), **row}
+        rows.append(row)
+        if args.out:
+            save_grid(row, shown, args.out)
+    print(format_table(rows, args))
+    if args.out:
+        write_results(rows, args)
+    return rows
+
+
+def evaluate_tokenizer(tokenizer, args, verbose):
+    """The yardstick's row for one tokenizer, and the images of its grid."""
+    split = SplitEvaluation(tokenizer.vocabulary_size)
+    dataset = load_split(args)
+    total = count_images(dataset)
+    warm_up = next(iter(dataset.take(1).as_numpy_iterator()), None)
+    if warm_up is None:
+        raise ValueError(f"--dataset {args.dataset} --split {args.split}: no images.")
+    run_tokenizer(tokenizer, warm_up, args)  # compiles for a full batch
+    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
+    seconds, shown = 0.0, None
+    for images in dataset.unbatch().batch(CHUNK_IMAGES).as_numpy_iterator():
+        start = time.perf_counter()
+        tokens, reconstructions = run_tokenizer(tokenizer, images, args)
+        seconds += time.perf_counter() - start
+        split.update(images, reconstructions, tokens)
+        if shown is None:  # the grid shows images spread over the first chunk
+            picks = np.linspace(0, len(images) - 1, args.num_shown).astype(int)
+            shown = (to_unit_float(images[picks]), reconstructions[picks])
+        progress.add(len(images))
+    row = split.result()
+    row["codes"] = f"{row['codes_used']} / {row['vocabulary_size']}"
+    row["images_per_second"] = row["num_images"] / seconds
+    row["recon_loss"] = own_recon_loss(tokenizer, args)
+    row["backend"] = (
+        keras.backend.backend()
+        if tokenizer.kind == "keras"
+        else ("tensorflow (SavedModel)")
+    )
+    return row, shown
+
+
+def load_split(args):
+    return load_dataset(
+        args.dataset,
+        args.split,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        data_dir=args.data_dir,
+        shuffle=False,
+        augment=False,
+        drop_remainder=False,
+    )
+
+
+def run_tokenizer(tokenizer, images, args):
+    """Tokens and float reconstructions of a chunk; a chunk the tokenizer
+    cannot take (channels, size) is an error naming the dataset."""
+    try:
+        tokens = tokenizer.encode(images, batch_size=args.batch_size)
+    except ValueError as error:
+        raise ValueError(
+            f"--dataset {args.dataset} (images {images.shape[1:]}) does not fit "
+            f"{tokenizer.path}: {error}"
+        ) from None
+    return tokens, tokenizer.decode(tokens, batch_size=args.batch_size)
+
+
+def own_recon_loss(tokenizer, args):
+    """A `.keras` model's validation `recon_loss` (its reconstruction NLL,
+    as train.py reports it); `None` for exports, which carry no likelihood."""
+    model = getattr(tokenizer, "model", None)
+    if model is None:
+        return None
+    model.compile()
+    logs = model.evaluate(load_split(args), return_dict=True, verbose=0)
+    return float(logs["recon_loss"])
+
+
+def label_of(path, paths):
+    """A short name of a model: its path without `.keras` and the common
+    leading directories of all the evaluated paths."""
+    names = [os.path.normpath(p).removesuffix(".keras") for p in paths]
+    common = os.path.commonpath(names) if len(names) > 1 else ""
+    name = os.path.normpath(path).removesuffix(".keras")
+    if common and common != name:
+        name = os.path.relpath(name, common)
+    return name
+
+
+def save_grid(row, shown, out):
+    originals, reconstructions = shown
+    figure = plots.comparison_figure(
+        originals,
+        reconstructions,
+        title=f"{row['label']}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
+        f"{row['bits_per_token']:.2f} bits/token, {row['codes']} codes used",
+    )
+    row["reconstructions_png"] = f"reconstructions-{file_safe(row['label'])}.png"
+    plots.save_figure(figure, os.path.join(out, row["reconstructions_png"]))
+
+
+def file_safe(label):
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
+
+
+def format_table(rows, args):
+    headings = ["model"] + [heading for heading, _, _ in COLUMNS]
+    lines = [
+        [row["label"]]
+        + [
+            "-" if row.get(key) is None else form.format(row[key])
+            for _, key, form in COLUMNS
+        ]
+        for row in rows
+    ]
+    widths = [
+        max(len(cell) for cell in column)
+        for column in zip(headings, *lines, strict=True)
+    ]
+    lines = [headings] + lines
+    text = [
+        f"{args.dataset} {args.split} split, {rows[0]['num_images']:,} images; PSNR: "
+        "mean of per-image PSNRs"
+    ]
+    for cells in lines:
+        text.append(
+            "  ".join(
+                cell.ljust(width) if index == 0 else cell.rjust(width)
+                for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+    return "\n".join(text)
+
+
+def write_results(rows, args):
+    results = {
+        "command": shlex.join(["python", "scripts/evaluate.py", *args.argv]),
+        "dataset": args.dataset,
+        "split": args.split,
+        "image_size": args.image_size,
+        "psnr": "mean of per-image PSNRs in dB; psnr_of_mean_mse: PSNR of the "
+        "split's mean MSE",
+        "models": rows,
+    }
+    if len(rows) > 1:
+        figure = plots.rate_distortion_figure(
+            rows, title=f"{args.dataset} {args.split} split"
+        )
+        plots.save_figure(figure, os.path.join(args.out, "rate_distortion.png"))
+        results["rate_distortion_png"] = "rate_distortion.png"
+    path = os.path.join(args.out, RESULTS)
+    temporary = path + ".partial"
+    with open(temporary, "w") as file:
+        json.dump(results, file, indent=2)
+    os.replace(temporary, path)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = make_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        evaluate(args)
+    except ValueError as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

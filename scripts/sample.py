@@ -6,7 +6,7 @@
 draws `--num_images` grids from the prior (`--temperature`, `--top_k`,
 `--class_id` for a class-conditional prior, `--seed`), decodes them with the
 tokenizer (a `.keras` VQVAE of `scripts/train.py`, or a SavedModel directory
-of `scripts/export_tokenizer.py`) and writes into --out:
+of `scripts/export_tokenizer.py`, through `keras_dvq.tokenizers`) and writes into --out:
 
 - `samples.png`: the images on a grid, enlarged with nearest-neighbour
   interpolation so that single pixels stay visible;
@@ -31,10 +31,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_dvq  # noqa: E402, F401  (registers the package's classes)
-from keras_dvq.export import read_tokenizer_info  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.recipe import positive_float  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,62 +74,30 @@ def load_prior(path):
     return prior
 
 
-class KerasDecoder:
-    """Images from a `.keras` VQVAE, on the current Keras backend."""
-
-    def __init__(self, path):
-        self.model = keras.models.load_model(path, compile=False)
-        if not hasattr(self.model, "decode"):
-            raise ValueError(
-                f"--tokenizer {path}: expected a keras_dvq VQVAE, got "
-                f"{type(self.model).__name__}."
-            )
-        self.vocabulary_size = self.model.quantizer.num_embeddings
-        self.token_shape = None  # a convolutional decoder takes any grid
-
-    def __call__(self, tokens):
-        images = self.model.decode(tokens)
-        return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
-
-
-class SavedModelDecoder:
-    """Images from an exported tokenizer's `decode` signature."""
-
-    def __init__(self, path):
-        import tensorflow as tf
-
-        info = read_tokenizer_info(path)
-        self.vocabulary_size = info["num_embeddings"]
-        shape = info.get("token_shape")
-        self.token_shape = None if not shape or None in shape else tuple(shape)
-        self.decode = tf.saved_model.load(path).signatures["decode"]
-        self._constant = tf.constant
-
-    def __call__(self, tokens):
-        return self.decode(tokens=self._constant(tokens, "int32"))["images"].numpy()
-
-
 def load_decoder(path):
-    if not os.path.exists(path):
-        raise ValueError(f"--tokenizer {path}: not found.")
     try:
-        return SavedModelDecoder(path) if os.path.isdir(path) else KerasDecoder(path)
-    except ValueError:
-        raise
-    except Exception as error:
-        raise ValueError(
-            f"--tokenizer {path}: cannot be loaded as a tokenizer ({error})."
-        ) from error
+        return load_tokenizer(path)
+    except ValueError as error:
+        raise ValueError(f"--tokenizer {error}") from error
+
+
+def token_grid(tokenizer):
+    """The tokenizer's token grid `(h, w)`, or `None` where any size goes."""
+    height, width = tokenizer.image_shape[:2]
+    if height is None or width is None:
+        return None
+    return (height // tokenizer.stride, width // tokenizer.stride)
 
 
 def check_compatible(prior, decoder, path):
     grid = prior.token_shape
+    decoder_grid = token_grid(decoder)
     if (
         decoder.vocabulary_size != prior.vocabulary_size
         or len(grid) != 2
-        or (decoder.token_shape is not None and decoder.token_shape != grid)
+        or (decoder_grid is not None and decoder_grid != grid)
     ):
-        decoder_grid = decoder.token_shape or "(any h, w)"
+        decoder_grid = decoder_grid or "(any h, w)"
         raise ValueError(
             f"--tokenizer {path}: vocabulary {decoder.vocabulary_size} on grids "
             f"{decoder_grid} does not match the prior's (vocabulary "
@@ -207,7 +175,7 @@ def sample(args):
     start = time.perf_counter()
     tokens = prior.generate(args.num_images, **settings)
     seconds = time.perf_counter() - start
-    images = decoder(tokens)
+    images = np.round(np.clip(decoder.decode(tokens), 0, 1) * 255).astype(np.uint8)
     np.save(os.path.join(args.out, "samples.npy"), images)
     np.save(os.path.join(args.out, "sample_tokens.npy"), tokens)
     title = (

@@ -8,7 +8,9 @@
 
 Training splits get the original repo's augmentation (reflect-pad 4, random
 crop back to the image size, horizontal flip) and a shuffle per epoch;
-validation splits get neither.
+validation splits get neither. With `labels=True` the elements are
+`(images, class_ids)` pairs; `class_names(name)` tells which datasets have
+classes and what they are called.
 """
 
 import os
@@ -18,6 +20,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_dvq.sample_data import PHOTOGRAPHS
 from keras_dvq.sample_data import load_sample_patches
 from keras_dvq.validation import check_choice
 from keras_dvq.validation import check_positive_int
@@ -39,6 +42,7 @@ def load_dataset(
     augment=None,
     seed=None,
     drop_remainder=None,
+    labels=False,
 ):
     """Returns a batched, prefetched `tf.data.Dataset` of uint8 images.
 
@@ -56,6 +60,9 @@ def load_dataset(
         seed: int or `None`. Seed of shuffling and augmentation.
         drop_remainder: bool. Drop a last partial batch. Defaults to
             `split == "train"` (a fixed batch shape compiles once).
+        labels: bool. Batches of `(images, class_ids)` (int32 ids) instead
+            of images; only for datasets where `class_names(name)` is not
+            `None`.
 
     Raises:
         ValueError: for an unknown split or bad sizes, a folder without
@@ -70,15 +77,25 @@ def load_dataset(
     augment = training if augment is None else augment
     drop_remainder = training if drop_remainder is None else drop_remainder
 
+    if labels and class_names(name, data_dir) is None:
+        raise ValueError(
+            f"Dataset {name!r} has no class labels (labels=True needs 'sample' "
+            "or a tensorflow-datasets dataset with a 'label' class feature)."
+        )
     if name == "sample":
-        dataset = tf.data.Dataset.from_tensor_slices(load_sample_patches(split))
-        dataset = dataset.map(_resizer(image_size))
+        if labels:
+            patches = load_sample_patches(split, return_labels=True)
+        else:
+            patches = load_sample_patches(split)
+        dataset = tf.data.Dataset.from_tensor_slices(patches)
+        dataset = dataset.map(_on_images(_resizer(image_size), labels))
     elif name.startswith("folder:"):
         images = load_image_folder(name[len("folder:") :], split, image_size)
         dataset = tf.data.Dataset.from_tensor_slices(images)
     else:
-        dataset = _load_tfds(name, split, data_dir).map(
-            _resizer(image_size), num_parallel_calls=tf.data.AUTOTUNE
+        dataset = _load_tfds(name, split, data_dir, labels).map(
+            _on_images(_resizer(image_size), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
 
     if shuffle:
@@ -87,10 +104,39 @@ def load_dataset(
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if augment:
         dataset = dataset.map(
-            _augmenter(image_size, seed), num_parallel_calls=tf.data.AUTOTUNE
+            _on_images(_augmenter(image_size, seed), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def class_names(name, data_dir=None):
+    """The class names of a dataset in id order, or `None` where its images
+    carry no labels: `sample` has one class per photograph; a
+    tensorflow-datasets dataset has the names of its `"label"` feature.
+    Folders have none yet."""
+    if name == "sample":
+        return list(PHOTOGRAPHS)
+    if name.startswith("folder:"):
+        return None
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:  # unknown names fail, with their message, when loaded
+        return None
+    label = builder.info.features.get("label") if builder.info.features else None
+    if isinstance(label, tfds.features.ClassLabel):
+        return list(label.names)
+    return None
+
+
+def _on_images(function, labels):
+    """`function` of an image, mapped over `(image, label)` pairs if `labels`."""
+    if not labels:
+        return function
+    return lambda image, label: (function(image), label)
 
 
 def load_image_folder(path, split="train", image_size=32):
@@ -154,7 +200,7 @@ def _square_rgb(image, size):
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def _load_tfds(name, split, data_dir):
+def _load_tfds(name, split, data_dir, labels=False):
     import tensorflow_datasets as tfds
 
     try:
@@ -189,6 +235,11 @@ def _load_tfds(name, split, data_dir):
     dataset = builder.as_dataset(split=tfds_split, shuffle_files=split == "train")
     if "image" not in builder.info.features:
         raise ValueError(f"Dataset {name!r} has no 'image' feature.")
+    if labels:
+        return dataset.map(
+            lambda example: (_rgb_image(example), tf.cast(example["label"], tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return dataset.map(_rgb_image, num_parallel_calls=tf.data.AUTOTUNE)
 
 

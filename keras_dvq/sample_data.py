@@ -5,7 +5,8 @@ split by columns: patches of the left 80% form the training split, patches of
 the right 20% the validation split, so the two never share pixels. Patches are
 cut on a regular grid at full resolution and at 1/2 and 1/4 scale (block
 means), which gives CIFAR-like mixes of texture and object-scale content. The
-result is deterministic: no randomness is involved.
+result is deterministic: no randomness is involved. Each patch's class is the
+photograph it comes from (`PHOTOGRAPHS` gives the class names in id order).
 """
 
 import numpy as np
@@ -26,23 +27,28 @@ VALIDATION_FRACTION = 0.2
 SCALES_AND_STRIDES = ((1, 16), (2, 12), (4, 8))
 
 
-def load_sample_patches(split="train"):
+def load_sample_patches(split="train", return_labels=False):
     """Returns the `sample` split as uint8 patches `(N, 32, 32, 3)`.
 
     Args:
         split: `"train"` (>= 10,000 patches) or `"validation"` (>= 2,000).
+        return_labels: bool. Also return the int32 class ids `(N,)`: the
+            index in `PHOTOGRAPHS` of each patch's photograph.
     """
     if split not in ("train", "validation"):
         raise ValueError(
             "Argument `split` of the sample dataset must be 'train' or "
             f"'validation'. Received: split={split!r}"
         )
-    patches = []
-    for photo in _photographs():
+    patches, labels = [], []
+    for label, photo in enumerate(_photographs()):
         boundary = int(photo.shape[1] * (1 - VALIDATION_FRACTION))
         region = photo[:, :boundary] if split == "train" else photo[:, boundary:]
         for scale, stride in SCALES_AND_STRIDES:
             patches.append(_grid_patches(_downscale(region, scale), stride))
+            labels.append(np.full(len(patches[-1]), label, dtype=np.int32))
+    if return_labels:
+        return np.concatenate(patches), np.concatenate(labels)
     return np.concatenate(patches)
 
 

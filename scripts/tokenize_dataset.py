@@ -12,9 +12,13 @@ and writes into --out:
   `i % shard_size` of shard `i // shard_size`; or with `--format tfrecord`,
   `tokens-00000.tfrecord`, ...: one `tf.train.Example` per image with an
   int64 feature `"tokens"` of the `h * w` ids in row-major order.
+- Where the dataset has classes (`sample`: its photographs; tfds datasets
+  with a `"label"` feature): `labels-00000.npy`, ... (int32 `(count,)`) beside
+  the npy shards, or an int64 feature `"label"` in each TFRecord example.
 - `metadata.json`: format, dtype, token grid shape, vocabulary size, source
-  model (path and SHA-256), dataset, split, the shards with their counts, the
-  number of images and whether the run is complete.
+  model (path and SHA-256), dataset, split, the shards with their counts (and
+  `labels_file`), the number of images, whether the run is complete, and
+  `labels` (bool) with `num_classes` and `class_names` where it is true.
 
 The metadata is rewritten after every shard, so an interrupted run continues
 from its last complete shard when re-run with the same arguments. Shards and
@@ -36,6 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dvq import atomic  # noqa: E402
+from keras_dvq.data import class_names  # noqa: E402
 from keras_dvq.data import count_images  # noqa: E402
 from keras_dvq.data import load_dataset  # noqa: E402
 from keras_dvq.divergence import check_finite_model  # noqa: E402
@@ -103,10 +108,11 @@ def fingerprint(path):
     return digest.hexdigest()
 
 
-def run_settings(args, path):
+def run_settings(args, path, names):
     """What must match for a re-run to continue an earlier one (`path`: the
-    tokenizer's file or export directory)."""
+    tokenizer's file or export directory; `names`: the dataset's classes)."""
     return {
+        "labels": names is not None,
         "format": args.format,
         "dataset": args.dataset,
         "split": args.split,
@@ -136,17 +142,27 @@ def read_metadata(out, settings):
     return metadata
 
 
-def write_shard(path, tokens, file_format):
+def write_npy(path, array):
+    with open(path, "wb") as file:
+        np.save(file, array)
+
+
+def write_shard(path, tokens, file_format, labels=None):
+    """A token shard; `labels` go into TFRecord examples (npy shards have
+    their labels in a file of their own)."""
     if file_format == "npy":
-        with open(path, "wb") as file:
-            np.save(file, tokens)
+        write_npy(path, tokens)
         return
     with tf.io.TFRecordWriter(path) as writer:
-        for grid in tokens.reshape(len(tokens), -1):
-            feature = tf.train.Feature(int64_list=tf.train.Int64List(value=grid))
-            example = tf.train.Example(
-                features=tf.train.Features(feature={"tokens": feature})
-            )
+        for index, grid in enumerate(tokens.reshape(len(tokens), -1)):
+            feature = {
+                "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=grid))
+            }
+            if labels is not None:
+                feature["label"] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[labels[index]])
+                )
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())
 
 
@@ -163,7 +179,8 @@ def tokenize(args):
 
 
 def _tokenize(args, tokenizer):
-    metadata = read_metadata(args.out, run_settings(args, tokenizer.path))
+    names = class_names(args.dataset, args.data_dir)
+    metadata = read_metadata(args.out, run_settings(args, tokenizer.path, names))
     if metadata["complete"]:
         print(f"{args.out}: already complete ({metadata['num_images']} images).")
         return metadata
@@ -174,6 +191,7 @@ def _tokenize(args, tokenizer):
         data_dir=args.data_dir,
         shuffle=False,
         augment=False,
+        labels=names is not None,
     )
     done = metadata["num_images"]
     if done:
@@ -183,6 +201,8 @@ def _tokenize(args, tokenizer):
         dtype=np.dtype(dtype).name if args.format == "npy" else "int64",
         vocabulary_size=tokenizer.vocabulary_size,
     )
+    if names is not None:
+        metadata.update(num_classes=len(names), class_names=names)
     total = count_images(images)
     images = images.unbatch().skip(done).batch(args.shard_size)
     os.makedirs(args.out, exist_ok=True)
@@ -192,12 +212,21 @@ def _tokenize(args, tokenizer):
         unit_name="image",
     )
     progress.update(done)
-    for shard_images in images.as_numpy_iterator():
+    for batch in images.as_numpy_iterator():
+        shard_images, labels = batch if names is not None else (batch, None)
         tokens = tokenizer.encode(shard_images, args.batch_size).astype(dtype)
-        name = f"tokens-{len(metadata['shards']):05d}.{args.format}"
+        number = len(metadata["shards"])
+        name = f"tokens-{number:05d}.{args.format}"
+        shard = {"file": name, "count": len(tokens)}
+        if args.format == "npy" and labels is not None:
+            shard["labels_file"] = f"labels-{number:05d}.npy"
+            labels_path = os.path.join(args.out, shard["labels_file"])
+            with atomic.atomic_path(labels_path) as temporary:
+                write_npy(temporary, labels.astype(np.int32))
+            labels = None
         with atomic.atomic_path(os.path.join(args.out, name)) as temporary:
-            write_shard(temporary, tokens, args.format)
-        metadata["shards"].append({"file": name, "count": len(tokens)})
+            write_shard(temporary, tokens, args.format, labels)
+        metadata["shards"].append(shard)
         metadata["num_images"] += len(tokens)
         metadata["token_shape"] = list(tokens.shape[1:])
         save_metadata(args.out, metadata)

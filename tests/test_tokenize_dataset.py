@@ -13,6 +13,9 @@ from keras_dvq.data import load_dataset
 from keras_dvq.export import export_tokenizer
 from keras_dvq.models import VQVAE
 from keras_dvq.run_directory import RunLock
+from keras_dvq.sample_data import PHOTOGRAPHS
+from keras_dvq.sample_data import load_sample_patches
+from keras_dvq.token_shards import load_token_shards
 from tests.testing import assert_same_tokens
 from tests.testing import load_script
 
@@ -39,6 +42,11 @@ def model_path(validation_images, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"
     model.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def validation_labels():
+    return load_sample_patches("validation", return_labels=True)[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +85,7 @@ def read_tfrecord_shards(out):
 
 
 def test_npy_shards_hold_the_models_tokens(
-    script, model_path, expected_tokens, tmp_path
+    script, model_path, expected_tokens, validation_labels, tmp_path
 ):
     out = tmp_path / "tokens"
     assert script.main(argv(out, "--model", model_path)) == 0
@@ -91,10 +99,17 @@ def test_npy_shards_hold_the_models_tokens(
     assert metadata["vocabulary_size"] == K
     assert metadata["source"]["path"] == str(model_path)
     assert len(metadata["source"]["sha256"]) == 64
+    # The sample dataset's classes: one per photograph, in a file per shard.
+    assert metadata["labels"] is True and metadata["class_names"] == list(PHOTOGRAPHS)
+    assert metadata["num_classes"] == len(PHOTOGRAPHS)
+    assert metadata["shards"][0]["labels_file"] == "labels-00000.npy"
+    shards = load_token_shards(str(out))
+    np.testing.assert_array_equal(shards.tokens, expected_tokens)
+    np.testing.assert_array_equal(shards.labels, validation_labels)
 
 
 def test_tfrecord_shards_from_an_exported_tokenizer(
-    script, model_path, expected_tokens, validation_images, tmp_path
+    script, model_path, expected_tokens, validation_images, validation_labels, tmp_path
 ):
     export_dir = str(tmp_path / "tokenizer" / "1")
     export_tokenizer(keras.models.load_model(model_path), export_dir)
@@ -108,6 +123,9 @@ def test_tfrecord_shards_from_an_exported_tokenizer(
     assert sorted(os.listdir(out)) == ["metadata.json"] + [
         f"tokens-{index:05d}.tfrecord" for index in range(5)
     ]
+    shards = load_token_shards(str(out))  # labels: a "label" feature
+    np.testing.assert_array_equal(shards.tokens, tokens)
+    np.testing.assert_array_equal(shards.labels, validation_labels)
 
 
 def test_interrupted_run_resumes_from_its_last_shard(
@@ -117,10 +135,10 @@ def test_interrupted_run_resumes_from_its_last_shard(
     write_shard = script.write_shard
     written = []
 
-    def crash_on_third_shard(path, tokens, file_format):
+    def crash_on_third_shard(path, tokens, file_format, labels=None):
         if len(written) == 2:
             raise KeyboardInterrupt  # e.g. the job was killed
-        write_shard(path, tokens, file_format)
+        write_shard(path, tokens, file_format, labels)
         written.append(path)
 
     monkeypatch.setattr(script, "write_shard", crash_on_third_shard)

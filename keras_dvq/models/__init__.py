@@ -4,9 +4,11 @@ from keras_dvq.models.dalle import DalleResidualBlock
 from keras_dvq.models.deepmind import DeepMindDecoder
 from keras_dvq.models.deepmind import DeepMindEncoder
 from keras_dvq.models.deepmind import DeepMindResidualBlock
+from keras_dvq.models.token_prior import TokenPrior
 from keras_dvq.models.vqvae import VQVAE
 
 __all__ = [
+    "TokenPrior",
     "VQVAE",
     "DalleDecoder",
     "DalleEncoder",

@@ -1,0 +1,223 @@
+"""Samples token grids from a trained prior and decodes them into images.
+
+    python scripts/sample.py --prior runs/prior/prior.keras \\
+        --tokenizer runs/vq/model.keras --num_images 16 --out runs/samples
+
+draws `--num_images` grids from the prior (`--temperature`, `--top_k`,
+`--class_id` for a class-conditional prior, `--seed`), decodes them with the
+tokenizer (a `.keras` VQVAE of `scripts/train.py`, or a SavedModel directory
+of `scripts/export_tokenizer.py`, through `keras_dvq.tokenizers`) and writes into --out:
+
+- `samples.png`: the images on a grid, enlarged with nearest-neighbour
+  interpolation so that single pixels stay visible;
+- `samples.npy`: the images, uint8 `(N, H, W, C)`;
+- `sample_tokens.npy`: the token grids, int32 `(N, *token_shape)`;
+- `sampling.json`: the settings and the sampling speed.
+
+The same arguments and seed give the same images (on the same backend).
+`--no_cache` samples without the key/value cache (for speed comparisons).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_dvq  # noqa: E402, F401  (registers the package's classes)
+from keras_dvq.models import TokenPrior  # noqa: E402
+from keras_dvq.recipe import positive_float  # noqa: E402
+from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Sample images from a token prior (keras-dvq).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--prior", required=True, help="prior.keras from train_prior.py")
+    add("--tokenizer", required=True, help="a .keras VQVAE or an exported SavedModel")
+    add("--num_images", type=positive_int, required=True)
+    add("--out", required=True, help="output directory")
+    add("--temperature", type=positive_float, default=1.0)
+    add("--top_k", type=positive_int, default=None, help="default: all ids")
+    add("--class_id", type=int, default=None, help="for a class-conditional prior")
+    add("--seed", type=int, default=0)
+    add("--no_cache", action="store_true", help="recompute every step in full")
+    add(
+        "--warmup",
+        action="store_true",
+        help="sample once untimed first, so the reported speed leaves out tracing",
+    )
+    return parser.parse_args(argv)
+
+
+def load_prior(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"--prior {path}: not found.")
+    try:
+        prior = keras.models.load_model(path, compile=False)
+    except Exception as error:  # corrupt or foreign files raise many types
+        raise ValueError(f"--prior {path}: cannot be loaded ({error}).") from error
+    if not isinstance(prior, TokenPrior):
+        raise ValueError(
+            f"--prior {path}: expected a TokenPrior, got {type(prior).__name__}."
+        )
+    return prior
+
+
+def load_decoder(path):
+    try:
+        return load_tokenizer(path)
+    except ValueError as error:
+        raise ValueError(f"--tokenizer {error}") from error
+
+
+def token_grid(tokenizer):
+    """The tokenizer's token grid `(h, w)`, or `None` where any size goes."""
+    height, width = tokenizer.image_shape[:2]
+    if height is None or width is None:
+        return None
+    return (height // tokenizer.stride, width // tokenizer.stride)
+
+
+def check_compatible(prior, decoder, path):
+    grid = prior.token_shape
+    decoder_grid = token_grid(decoder)
+    if (
+        decoder.vocabulary_size != prior.vocabulary_size
+        or len(grid) != 2
+        or (decoder_grid is not None and decoder_grid != grid)
+    ):
+        decoder_grid = decoder_grid or "(any h, w)"
+        raise ValueError(
+            f"--tokenizer {path}: vocabulary {decoder.vocabulary_size} on grids "
+            f"{decoder_grid} does not match the prior's (vocabulary "
+            f"{prior.vocabulary_size}, grids {grid})."
+        )
+
+
+def check_class_id(prior, class_id):
+    if prior.num_classes and class_id is None:
+        raise ValueError(
+            f"--class_id: the prior is conditioned on {prior.num_classes} "
+            f"classes; pass an id in [0, {prior.num_classes})."
+        )
+    if class_id is None:
+        return
+    if not prior.num_classes:
+        raise ValueError(
+            f"--class_id {class_id}: the prior is unconditional (no classes)."
+        )
+    if not 0 <= class_id < prior.num_classes:
+        raise ValueError(
+            f"--class_id {class_id}: expected an id in [0, {prior.num_classes})."
+        )
+
+
+def save_grid(images, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    # About 4 screen pixels per image pixel: a 32x32 patch shows at 128x128.
+    inches = images.shape[1] * 4 / 100
+    height = rows * inches + 0.4  # the title's strip on top
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * inches, height), squeeze=False
+    )
+    for index, axis in enumerate(axes.ravel()):
+        axis.set_axis_off()
+        if index < len(images):
+            image = images[index]
+            axis.imshow(
+                image[..., 0] if image.shape[-1] == 1 else image,
+                interpolation="nearest",
+                cmap="gray" if image.shape[-1] == 1 else None,
+            )
+    figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, wspace=0.05,
+        hspace=0.05,
+    )  # fmt: skip
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def sample(args):
+    if args.num_images <= 0:
+        raise ValueError(f"--num_images {args.num_images}: expected a positive int.")
+    prior = load_prior(args.prior)
+    check_class_id(prior, args.class_id)
+    decoder = load_decoder(args.tokenizer)
+    check_compatible(prior, decoder, args.tokenizer)
+    os.makedirs(args.out, exist_ok=True)
+    settings = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "class_id": args.class_id,
+        "seed": args.seed,
+        "use_cache": not args.no_cache,
+    }
+    if args.warmup:
+        prior.generate(args.num_images, **settings)
+    start = time.perf_counter()
+    tokens = prior.generate(args.num_images, **settings)
+    seconds = time.perf_counter() - start
+    images = np.round(np.clip(decoder.decode(tokens), 0, 1) * 255).astype(np.uint8)
+    np.save(os.path.join(args.out, "samples.npy"), images)
+    np.save(os.path.join(args.out, "sample_tokens.npy"), tokens)
+    title = (
+        f"{args.num_images} samples, temperature {args.temperature:g}, "
+        f"top-k {args.top_k or 'all'}, seed {args.seed}"
+    )
+    if args.class_id is not None:
+        title += f", class {args.class_id}"
+    save_grid(images, os.path.join(args.out, "samples.png"), title)
+    report = {
+        **{key: getattr(args, key) for key in ("prior", "tokenizer", "num_images")},
+        **{key: getattr(args, key) for key in ("temperature", "top_k", "class_id")},
+        "seed": args.seed,
+        "cache": not args.no_cache,
+        "warmup": args.warmup,
+        "backend": keras.config.backend(),
+        "seconds": seconds,
+        "tokens_per_second": tokens.size / seconds,
+        "images_per_second": len(tokens) / seconds,
+    }
+    with open(os.path.join(args.out, "sampling.json"), "w") as file:
+        json.dump(report, file, indent=2)
+    print(
+        f"sampled {len(tokens)} grids of {prior.token_shape} in {seconds:.2f} s "
+        f"({report['tokens_per_second']:.0f} tokens/s, "
+        f"{report['images_per_second']:.2f} images/s, "
+        f"{'cached' if report['cache'] else 'uncached'}, "
+        f"{'after a warm-up call' if args.warmup else 'first call included'})"
+    )
+    print(f"wrote {args.out}: samples.png, samples.npy, sample_tokens.npy")
+    return report
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        sample(args)
+    except ValueError as error:
+        print(f"sample.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -191,6 +191,7 @@ def _tokenize(args, tokenizer):
         data_dir=args.data_dir,
         shuffle=False,
         augment=False,
+        drop_remainder=False,  # every image, the last partial batch too
         labels=names is not None,
     )
     done = metadata["num_images"]

@@ -17,6 +17,7 @@ from keras_dvq.sample_data import PHOTOGRAPHS
 from keras_dvq.sample_data import load_sample_patches
 from keras_dvq.token_shards import load_token_shards
 from tests.testing import assert_same_tokens
+from tests.testing import image_folder
 from tests.testing import load_script
 
 K = 16
@@ -223,3 +224,13 @@ def test_diverged_models_are_refused(script, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert "diverged.keras: the model's weights are not finite" in error
     assert "\n" not in error and not (tmp_path / "out").exists()
+
+
+def test_every_image_of_a_training_split_is_tokenized(script, model_path, tmp_path):
+    dataset = image_folder(tmp_path / "images")  # 36 training images
+    out = tmp_path / "tokens"
+    argv = ["--model", str(model_path), "--dataset", dataset, "--split", "train",
+            "--out", str(out), "--batch_size", "8", "--quiet"]  # fmt: skip
+    assert script.main(argv) == 0
+    metadata, tokens = read_npy_shards(out)
+    assert metadata["num_images"] == len(tokens) == 36  # 4 batches of 8 and one of 4

@@ -46,7 +46,9 @@ class GumbelQuantizer(keras.layers.Layer):
             Defaults to `1.5e-5`, the tuned recipe's; the original repo uses
             `5e-4`.
         diversity_weight: float. Weight of the KL of the batch-averaged code
-            distribution to the uniform one. Defaults to `0.0` (off).
+            distribution to the uniform one. Defaults to `0.0` (off);
+            `scripts/train.py`'s gumbel recipe uses `0.03`, which keeps the
+            codebook in use (docs/gumbel_tuning.md).
         straight_through: bool. Hard one-hot forward pass with the soft
             gradient. Defaults to `False` (soft relaxation, as the original and
             the tuned recipe).

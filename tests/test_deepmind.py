@@ -108,9 +108,9 @@ def test_parameter_counts_of_the_original_vqvae(vq_flavor):
     assert count(model.trainable_weights) == ORIGINAL_TRAINABLE[vq_flavor]
     names = sorted(v.path.split("/")[-1] for v in model.non_trainable_weights)
     if vq_flavor == "gumbel":
-        # Temperature and KL weight: scalars that callbacks anneal.
-        assert names == ["kl_weight", "temperature"]
-        assert count(model.non_trainable_weights) == 2
+        # Temperature, KL and diversity weights: scalars that callbacks set.
+        assert names == ["diversity_weight", "kl_weight", "temperature"]
+        assert count(model.non_trainable_weights) == 3
     else:
         assert names == []
 

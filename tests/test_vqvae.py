@@ -15,7 +15,7 @@ from keras_dvq.models import DeepMindEncoder
 
 K, D, N_HID = 16, 4, 8
 SIZE = 16
-LOG_KEYS = {"loss", "recon_loss", "latent_loss", "perplexity", "cluster_use"}
+LOG_KEYS = {"loss", "recon_loss", "latent_loss", "psnr", "perplexity", "cluster_use"}
 
 
 def make_model(vq_flavor="vqvae", enc_dec_flavor="deepmind", loss_flavor="l2", **kw):

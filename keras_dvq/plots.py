@@ -47,6 +47,14 @@ def _rgb(image):
     return image[..., :3]
 
 
+def rows_of(images, per_row):
+    """`(rows, per_row, H, W, C)` float images, white images completing the
+    last row."""
+    images = np.asarray(images, dtype=np.float32)
+    blank = np.ones((-len(images) % per_row, *images.shape[1:]), dtype=np.float32)
+    return np.concatenate([images, blank]).reshape(-1, per_row, *images.shape[1:])
+
+
 def enlarge(image, scale):
     """Nearest-neighbour enlargement of an `(H, W, C)` image by an integer."""
     return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
@@ -111,19 +119,36 @@ def comparison_figure(originals, reconstructions, per_row=8, scale=4, title=None
     figure = comparison_figure(images[:16], model.predict(images[:16]))
     ```
     """
-    originals = np.asarray(originals, dtype=np.float32)
-    reconstructions = np.asarray(reconstructions, dtype=np.float32)
     per_row = min(per_row, len(originals))
-    blank = -len(originals) % per_row  # white images complete the last rows
-    rows, labels = [], []
-    for images in (originals, reconstructions):
-        padding = np.ones((blank, *images.shape[1:]), dtype=np.float32)
-        rows.append(
-            np.concatenate([images, padding]).reshape(-1, per_row, *images.shape[1:])
-        )
+    rows = [rows_of(images, per_row) for images in (originals, reconstructions)]
     interleaved = [row for pair in zip(*rows, strict=True) for row in pair]
     labels = ["original", "reconstruction"] * (len(interleaved) // 2)
     return image_rows_figure(interleaved, labels, scale=scale, title=title)
+
+
+def image_grid_figure(images, columns=None, scale=4, title=None):
+    """Images `(N, H, W, C)` in [0, 1] on a near-square grid, enlarged `scale`
+    times with nearest neighbours (e.g. samples of a token prior).
+
+    Example:
+
+    ```python
+    save_figure(image_grid_figure(samples, title="16 samples"), "samples.png")
+    ```
+    """
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    grid = enlarge(image_grid(list(rows_of(images, columns)), gap=2), scale)
+    height, width = grid.shape[:2]
+    title_inches = 0.4 if title else 0.0
+    figure = Figure(figsize=(width / DPI, height / DPI + title_inches), dpi=DPI)
+    axes = figure.add_axes((0, 0, 1, height / (height + title_inches * DPI)))
+    axes.imshow(grid, interpolation="nearest")
+    axes.set_axis_off()
+    if title:
+        figure.suptitle(
+            title, y=1 - 0.05 / figure.get_figheight(), va="top", fontsize=9
+        )
+    return figure
 
 
 def codebook_usage_figure(counts, tokens_per_image=None, title=None):

@@ -20,7 +20,6 @@ The same arguments and seed give the same images (on the same backend).
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -31,6 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_dvq  # noqa: E402, F401  (registers the package's classes)
+from keras_dvq import plots  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.recipe import positive_float  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
@@ -123,38 +123,6 @@ def check_class_id(prior, class_id):
         )
 
 
-def save_grid(images, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    # About 4 screen pixels per image pixel: a 32x32 patch shows at 128x128.
-    inches = images.shape[1] * 4 / 100
-    height = rows * inches + 0.4  # the title's strip on top
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(columns * inches, height), squeeze=False
-    )
-    for index, axis in enumerate(axes.ravel()):
-        axis.set_axis_off()
-        if index < len(images):
-            image = images[index]
-            axis.imshow(
-                image[..., 0] if image.shape[-1] == 1 else image,
-                interpolation="nearest",
-                cmap="gray" if image.shape[-1] == 1 else None,
-            )
-    figure.suptitle(title, fontsize=9)
-    figure.subplots_adjust(
-        left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, wspace=0.05,
-        hspace=0.05,
-    )  # fmt: skip
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def sample(args):
     if args.num_images <= 0:
         raise ValueError(f"--num_images {args.num_images}: expected a positive int.")
@@ -184,7 +152,10 @@ def sample(args):
     )
     if args.class_id is not None:
         title += f", class {args.class_id}"
-    save_grid(images, os.path.join(args.out, "samples.png"), title)
+    plots.save_figure(
+        plots.image_grid_figure(images / 255.0, title=title),
+        os.path.join(args.out, "samples.png"),
+    )
     report = {
         **{key: getattr(args, key) for key in ("prior", "tokenizer", "num_images")},
         **{key: getattr(args, key) for key in ("temperature", "top_k", "class_id")},

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dvq.kmeans import kmeans
+from keras_dvq.layers.quantizer import not_initializable_message
 from keras_dvq.schedules import cosine_anneal
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_positive
@@ -14,7 +14,7 @@ from keras_dvq.validation import check_positive_int
 
 
 class KMeansInit(keras.callbacks.Callback):
-    """Sets a `VectorQuantizer`'s codebook to k-means centroids of the data.
+    """Sets a quantizer's codebook to k-means centroids of the data.
 
     Before the first training step, encodes a random sample of `data`,
     collects `num_samples` projected encoder outputs `z_e` and runs k-means
@@ -67,11 +67,8 @@ class KMeansInit(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         quantizer = self.model.quantizer
-        if not hasattr(quantizer, "set_codebook"):
-            raise ValueError(
-                "KMeansInit needs a model whose quantizer is a VectorQuantizer. "
-                f"Received: quantizer of type {type(quantizer).__name__}"
-            )
+        if not getattr(quantizer, "initializable_codes", False):
+            raise ValueError(not_initializable_message(quantizer))
         if self.model.optimizer is not None and self.model.optimizer.iterations > 0:
             return
         rng = np.random.default_rng(self.seed)
@@ -89,14 +86,12 @@ class KMeansInit(keras.callbacks.Callback):
             )
         rows = rng.choice(len(latents), min(self.num_samples, len(latents)), False)
         self.samples = latents[rows]
-        self.centroids = kmeans(
+        self.centroids = quantizer.initialize_codes(
             self.samples,
-            quantizer.num_embeddings,
             num_iterations=self.num_iterations,
             seed=self.seed,
             verbose=self.verbose,
         )
-        quantizer.set_codebook(self.centroids)
 
     def _images_needed(self):
         stride = self.model.stride or 1

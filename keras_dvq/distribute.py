@@ -196,3 +196,15 @@ def scale_loss_for_replicas(loss):
     if context is None:
         return loss
     return loss / keras.ops.cast(context.num_replicas_in_sync, loss.dtype)
+
+
+def replica_mean(tensor):
+    """The mean of `tensor` over the replicas of a `tf.distribute` step (an
+    all-reduce that gradients flow through); `tensor` elsewhere, where the
+    step sees the global batch."""
+    context = _replica_context()
+    if context is None:
+        return tensor
+    import tensorflow as tf
+
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, tensor)

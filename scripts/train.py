@@ -41,6 +41,7 @@ from keras_dvq.divergence import StopOnDivergence  # noqa: E402
 from keras_dvq.divergence import TrainingDiverged  # noqa: E402
 from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
 from keras_dvq.image_logging import TrainingCurves  # noqa: E402
+from keras_dvq.models.vqvae import QUANTIZERS  # noqa: E402
 from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.recipe import HPARAM_KEYS  # noqa: E402
 from keras_dvq.recipe import non_negative_float  # noqa: E402
@@ -67,7 +68,7 @@ def make_parser():
     )
     add = parser.add_argument
     # The original repo's flags.
-    add("--vq_flavor", choices=["vqvae", "gumbel"], default="vqvae")
+    add("--vq_flavor", choices=list(QUANTIZERS), default="vqvae")
     recipe.add_model_flags(parser)
     add(
         "--gpus",
@@ -97,7 +98,7 @@ def make_parser():
     add(
         "--no_kmeans_init",
         action="store_true",
-        help="skip the k-means codebook initialization (vqvae flavor)",
+        help="skip the k-means codebook initialization (vqvae, rvq)",
     )
     add(
         "--mixed_precision",
@@ -146,7 +147,85 @@ def make_parser():
         help="hard one-hot forward pass (default: "
         f"{GUMBEL_DEFAULTS['straight_through']})",
     )
+    add_quantizer_flags(parser, unset)
     return parser
+
+
+# The flags of one quantizer flavor each, with the argument they set.
+FLAVOR_FLAGS = {
+    "vqvae": ("use_cosine_sim", "rotation_trick"),
+    "fsq": ("levels",),
+    "lfq": ("codebook_bits", "entropy_loss_weight"),
+    "rvq": ("num_quantizers", "quantizer_dropout"),
+}
+# The flavors whose quantizers size codes by --num_embeddings/--embedding_dim.
+SIZED_BY_EMBEDDINGS = ("vqvae", "gumbel", "rvq")
+
+
+def levels_list(text):
+    try:
+        levels = tuple(int(level) for level in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 2 (e.g. 8,5,5,5), got {text}"
+        )
+    return levels
+
+
+def add_quantizer_flags(parser, unset):
+    """The flags of the vqvae, fsq, lfq and rvq flavors (docs/quantizers.md);
+    unset ones keep the quantizer's defaults."""
+    vqvae = parser.add_argument_group("vqvae flavor")
+    for name, help_text in (
+        ("use_cosine_sim", "match l2-normalized vectors and codes"),
+        ("rotation_trick", "gradients through the rotation trick"),
+    ):
+        vqvae.add_argument(
+            f"--{name}", action="store_const", const=True, default=unset, help=help_text
+        )
+    fsq = parser.add_argument_group("fsq flavor")
+    fsq.add_argument(
+        "--levels",
+        type=levels_list,
+        default=unset,
+        help="levels per latent dimension (default: 8,5,5,5, 1,000 codes)",
+    )
+    lfq = parser.add_argument_group("lfq flavor")
+    lfq.add_argument(
+        "--codebook_bits", type=positive_int, default=unset, help="default: 10"
+    )
+    lfq.add_argument(
+        "--entropy_loss_weight",
+        type=non_negative_float,
+        default=unset,
+        help="default: 0.1",
+    )
+    rvq = parser.add_argument_group("rvq flavor")
+    rvq.add_argument(
+        "--num_quantizers", type=positive_int, default=unset, help="default: 4"
+    )
+    rvq.add_argument(
+        "--quantizer_dropout",
+        type=non_negative_float,
+        default=unset,
+        help="default: 0 (every stage always)",
+    )
+
+
+def quantizer_options(args):
+    """The quantizer arguments of the flavor flags given; `ValueError` for a
+    flag of another flavor."""
+    options = {}
+    for flavor, names in FLAVOR_FLAGS.items():
+        for name in names:
+            if not hasattr(args, name):
+                continue
+            if flavor != args.vq_flavor:
+                raise ValueError(f"--{name} applies to --vq_flavor {flavor} only.")
+            options[name] = getattr(args, name)
+    return options
 
 
 def parse_args(argv=None):
@@ -160,6 +239,13 @@ def parse_args(argv=None):
             parser.error(f"--hparams {args.hparams}: {error}")
         # The file's values first: a flag repeated on the command line wins.
         args = parser.parse_args(words + argv)
+    if args.vq_flavor not in SIZED_BY_EMBEDDINGS:
+        for name in ("num_embeddings", "embedding_dim"):
+            if any(word.split("=")[0] == f"--{name}" for word in argv):
+                parser.error(
+                    f"--{name} does not apply to --vq_flavor {args.vq_flavor} "
+                    "(see --levels and --codebook_bits)"
+                )
     return args
 
 
@@ -204,16 +290,17 @@ def recipe_hparams(args):
 
 
 def build_model(args, hparams):
-    quantizer_kwargs = {}
+    quantizer_kwargs = quantizer_options(args)
     if args.vq_flavor == "gumbel":
         quantizer_kwargs = recipe.gumbel_quantizer_kwargs(hparams)
+    if args.vq_flavor in SIZED_BY_EMBEDDINGS:
+        quantizer_kwargs["num_embeddings"] = args.num_embeddings
+        quantizer_kwargs["embedding_dim"] = args.embedding_dim
     return recipe.build_model(
         learning_rate=hparams["learning_rate"],
         vq_flavor=args.vq_flavor,
         enc_dec_flavor=args.enc_dec_flavor,
         loss_flavor=args.loss_flavor,
-        num_embeddings=args.num_embeddings,
-        embedding_dim=args.embedding_dim,
         n_hid=args.n_hid,
         seed_faithful=args.seed_faithful,
         **quantizer_kwargs,
@@ -255,6 +342,7 @@ def _train(args):
     if args.resume and not os.path.isdir(backup_dir):
         raise ValueError(f"--resume: no interrupted run to continue in {args.out}.")
     hparams = recipe_hparams(args)
+    quantizer_options(args)  # a flag of another flavor fails before any write
     config = {k: v for k, v in vars(args).items() if k not in NOT_RUN_CONFIG}
     changed = run_directory.check_run_config(
         args.out, {**config, **hparams}, args.resume, MAY_CHANGE_ON_RESUME
@@ -338,7 +426,7 @@ def make_callbacks(args, schedules, train_data, val_data, steps_per_epoch):
             log_dir=os.path.join(args.out, "tensorboard"),
         ),
     ]
-    if args.vq_flavor == "vqvae" and not args.no_kmeans_init:
+    if QUANTIZERS[args.vq_flavor].initializable_codes and not args.no_kmeans_init:
         kmeans_images = np.concatenate(
             list(train_data.take(-(-KMEANS_IMAGES // args.batch_size)))
         )

@@ -3,13 +3,14 @@ import math
 import keras
 from keras import ops
 
+from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_positive
 from keras_dvq.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
-class GumbelQuantizer(keras.layers.Layer):
+class GumbelQuantizer(Quantizer):
     """Gumbel-softmax quantizer: a relaxed categorical choice of a code.
 
     A 1x1 (dense) layer maps encoder features to `num_embeddings` logits.
@@ -92,9 +93,18 @@ class GumbelQuantizer(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
+        super().__init__(
+            latent_dim=num_embeddings,
+            projection_dtype="float32",
+            seed=seed,
+            **kwargs,
+        )
+        self.num_embeddings = num_embeddings
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.vocabulary_size = num_embeddings
+        self.quantized_dim = self.embedding_dim
         self.initial_temperature = check_positive("temperature", temperature)
         self.initial_kl_weight = check_non_negative("kl_weight", kl_weight)
         self.initial_diversity_weight = check_non_negative(
@@ -104,8 +114,6 @@ class GumbelQuantizer(keras.layers.Layer):
         self.codebook_initializer = keras.initializers.get(
             codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
         )
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
         # Created here, not in build(): callbacks set them before the first
         # step, which is when some trainers build the model.
         self.temperature = self._scalar("temperature", self.initial_temperature)
@@ -113,19 +121,11 @@ class GumbelQuantizer(keras.layers.Layer):
         self.diversity_weight = self._scalar(
             "diversity_weight", self.initial_diversity_weight
         )
-        # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
-        self.projection = keras.layers.Dense(
-            num_embeddings, dtype="float32", name="projection"
-        )
 
     def build(self, input_shape):
-        self.projection.build(input_shape)
-        self.codebook = self.add_weight(
-            name="codebook",
-            shape=(self.num_embeddings, self.embedding_dim),
-            initializer=self.codebook_initializer,
-            autocast=False,
-            aggregation="mean",
+        super().build(input_shape)
+        self.codebook = self.add_codebook(
+            (self.num_embeddings, self.embedding_dim), self.codebook_initializer
         )
 
     def _scalar(self, name, value):
@@ -138,8 +138,7 @@ class GumbelQuantizer(keras.layers.Layer):
             aggregation="mean",
         )
 
-    def call(self, inputs, training=False):
-        logits = self.projection(ops.cast(inputs, "float32"))
+    def quantize_latents(self, logits, training=False):
         log_q = ops.log_softmax(logits, axis=-1)
         log_k = math.log(self.num_embeddings)
         q = ops.exp(log_q)
@@ -147,13 +146,11 @@ class GumbelQuantizer(keras.layers.Layer):
         average_q = ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
         safe = ops.where(average_q > 0, average_q, 1.0)
         average_kl = ops.sum(average_q * (ops.log(safe) + log_k))
-        self.add_loss(
-            self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
-        )
+        latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 
         if not training:
-            tokens = ops.cast(ops.argmax(logits, axis=-1), "int32")
-            return self.lookup(tokens), tokens
+            tokens = self.tokens_of(logits)
+            return self.codes_of(tokens), tokens, latent_loss
 
         uniform = keras.random.uniform(
             ops.shape(logits), minval=1e-9, maxval=1.0, seed=self.seed_generator
@@ -167,8 +164,7 @@ class GumbelQuantizer(keras.layers.Layer):
             codes = ops.arange(self.num_embeddings, dtype="int32")
             hard = ops.cast(ops.equal(tokens[..., None], codes), "float32")
             weights = weights + ops.stop_gradient(hard - weights)
-        quantized = ops.matmul(weights, self.codebook)
-        return ops.cast(quantized, self.compute_dtype), tokens
+        return ops.matmul(weights, self.codebook), tokens, latent_loss
 
     def load_own_variables(self, store):
         # Files saved before `diversity_weight` existed hold one variable
@@ -180,24 +176,12 @@ class GumbelQuantizer(keras.layers.Layer):
             return
         super().load_own_variables(store)
 
-    def tokenize(self, inputs):
-        """Returns only the int32 token ids (argmax of the logits); no loss."""
-        logits = self.projection(ops.cast(inputs, "float32"))
+    def tokens_of(self, logits):
+        # The argmax of the logits: the mode of the code distribution.
         return ops.cast(ops.argmax(logits, axis=-1), "int32")
 
-    def lookup(self, tokens):
-        """Returns the code vectors of int token ids, shape `tokens.shape + (D,)`."""
-        return ops.cast(ops.take(self.codebook, tokens, axis=0), self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.embedding_dim,), tuple(input_shape[:-1])
-
-    def compute_output_spec(self, inputs, training=False):
-        shape = tuple(inputs.shape[:-1])
-        return (
-            keras.KerasTensor(shape + (self.embedding_dim,), dtype=self.compute_dtype),
-            keras.KerasTensor(shape, dtype="int32"),
-        )
+    def codes_of(self, tokens):
+        return ops.take(self.codebook, tokens, axis=0)
 
     def get_config(self):
         config = super().get_config()
@@ -212,7 +196,6 @@ class GumbelQuantizer(keras.layers.Layer):
                 "codebook_initializer": keras.initializers.serialize(
                     self.codebook_initializer
                 ),
-                "seed": self.seed,
             }
         )
         return config

@@ -3,6 +3,8 @@ from keras import ops
 
 from keras_dvq import distribute
 from keras_dvq.code_statistics import sums_by_code
+from keras_dvq.kmeans import kmeans
+from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_open_unit_interval
 from keras_dvq.validation import check_positive
@@ -10,7 +12,7 @@ from keras_dvq.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
-class VectorQuantizer(keras.layers.Layer):
+class VectorQuantizer(Quantizer):
     """Nearest-neighbour vector quantizer with a straight-through gradient.
 
     Projects encoder features to `embedding_dim` with a 1x1 (dense) layer,
@@ -27,6 +29,17 @@ class VectorQuantizer(keras.layers.Layer):
     loss keeps only the commitment term. With `dead_code_threshold > 0`,
     codes whose moving-average usage falls below the threshold are re-seeded
     from random encoder outputs of the current batch.
+
+    Two options change the geometry or the gradient:
+
+    - `use_cosine_sim=True` l2-normalizes the projected vectors and the codes
+      (ViT-VQGAN's factorized codes): the nearest code is the one of largest
+      cosine similarity, and quantized vectors lie on the unit sphere.
+    - `rotation_trick=True` replaces the straight-through identity by the
+      rotation trick: `z_q = sg(lambda R) z_e` with `R` the rotation taking
+      `z_e`'s direction to `e`'s and `lambda = |e| / |z_e|`. The forward value
+      is still `e`; the gradient reaching `z_e` is `lambda R^T` times the
+      decoder's, so it carries the angle and length between `z_e` and `e`.
 
     All state lives in variables with `aggregation="mean"`, so that replicas
     of a `tf.distribute` strategy keep identical codebooks.
@@ -51,8 +64,15 @@ class VectorQuantizer(keras.layers.Layer):
             moment estimates a restart would leave stale, and JAX's
             stateless training step cannot assign to trainable variables.
             Defaults to `0.0`.
+        use_cosine_sim: bool. Match and quantize l2-normalized vectors.
+            Defaults to `False`.
+        rotation_trick: bool. Pass gradients through the rotation trick
+            instead of the straight-through identity. Defaults to `False`.
         codebook_initializer: initializer of the codebook. Defaults to a unit
             normal, as PyTorch's `nn.Embedding`.
+        use_projection: bool. `False` quantizes the inputs themselves (they
+            must have `embedding_dim` features), as the stages of a
+            `ResidualVectorQuantizer` do. Defaults to `True`.
         seed: int or `None`. Seed of the restart sampling.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
@@ -76,6 +96,10 @@ class VectorQuantizer(keras.layers.Layer):
     Reference:
         - [van den Oord et al., 2017](https://arxiv.org/abs/1711.00937)
           (the loss; the EMA codebook of App. A.1).
+        - [Yu et al., 2021](https://arxiv.org/abs/2110.04627) (ViT-VQGAN,
+          sec. 3.2: factorized, l2-normalized codes).
+        - [Fifty et al., 2024](https://arxiv.org/abs/2410.06424) (the
+          rotation trick, eq. 4 and sec. 4.2).
     """
 
     def __init__(
@@ -88,13 +112,24 @@ class VectorQuantizer(keras.layers.Layer):
         ema_decay=0.99,
         ema_epsilon=1e-5,
         dead_code_threshold=0.0,
+        use_cosine_sim=False,
+        rotation_trick=False,
         codebook_initializer=None,
+        use_projection=True,
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        super().__init__(
+            latent_dim=embedding_dim,
+            use_projection=use_projection,
+            seed=seed,
+            **kwargs,
+        )
         self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
-        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        self.embedding_dim = embedding_dim
+        self.vocabulary_size = self.num_embeddings
+        self.quantized_dim = embedding_dim
         self.commitment_cost = check_non_negative("commitment_cost", commitment_cost)
         self.latent_loss_weight = check_non_negative(
             "latent_loss_weight", latent_loss_weight
@@ -111,25 +146,20 @@ class VectorQuantizer(keras.layers.Layer):
                 "codes are restarted in the moving-average codebook). Received: "
                 f"dead_code_threshold={dead_code_threshold}, use_ema={use_ema}"
             )
+        self.use_cosine_sim = bool(use_cosine_sim)
+        self.rotation_trick = bool(rotation_trick)
         self.codebook_initializer = keras.initializers.get(
             codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
         )
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.projection = keras.layers.Dense(
-            embedding_dim, dtype=self.dtype_policy, name="projection"
-        )
+
+    initializable_codes = True
 
     def build(self, input_shape):
-        self.projection.build(input_shape)
-        # autocast=False keeps the codebook float32 under mixed precision.
-        self.codebook = self.add_weight(
-            name="codebook",
-            shape=(self.num_embeddings, self.embedding_dim),
-            initializer=self.codebook_initializer,
+        super().build(input_shape)
+        self.codebook = self.add_codebook(
+            (self.num_embeddings, self.embedding_dim),
+            self.codebook_initializer,
             trainable=not self.use_ema,
-            autocast=False,
-            aggregation="mean",
         )
         if self.use_ema:
             # Counts start at one and sums at the codebook itself, so that
@@ -154,32 +184,51 @@ class VectorQuantizer(keras.layers.Layer):
             # A copy: JAX donates variable buffers, which must not be shared.
             self.ema_embedding_sum.assign(ops.copy(self.codebook.value))
 
-    def call(self, inputs, training=False):
-        z_e = self.project(inputs)
-        flat = ops.reshape(z_e, (-1, self.embedding_dim))
+    def project(self, inputs):
+        latents = super().project(inputs)
+        if self.use_cosine_sim:
+            return _l2_normalize(latents)
+        return latents
+
+    def quantize_latents(self, latents, training=False):
+        flat = ops.reshape(latents, (-1, self.embedding_dim))
         flat_tokens = self._nearest_codes(flat)
-        tokens = ops.reshape(flat_tokens, ops.shape(z_e)[:-1])
-        codes = ops.take(self.codebook, tokens, axis=0)
+        tokens = ops.reshape(flat_tokens, ops.shape(latents)[:-1])
+        codes = self.codes_of(tokens)
         if training and self.use_ema:
             self._update_codebook(ops.stop_gradient(flat), flat_tokens)
 
-        # The loss is added last: under tf.distribute the codebook update
-        # above syncs the replicas, which take turns in threads sharing this
-        # layer's loss list; `VQVAE.call` reads the entry right after.
-        commitment = ops.mean(ops.square(z_e - ops.stop_gradient(codes)))
+        commitment = ops.mean(ops.square(latents - ops.stop_gradient(codes)))
         latent_loss = self.commitment_cost * commitment
         if not self.use_ema:
-            latent_loss += ops.mean(ops.square(ops.stop_gradient(z_e) - codes))
-        self.add_loss(self.latent_loss_weight * latent_loss)
+            latent_loss += ops.mean(ops.square(ops.stop_gradient(latents) - codes))
 
-        quantized = z_e + ops.stop_gradient(codes - z_e)
-        return ops.cast(quantized, self.compute_dtype), tokens
+        if self.rotation_trick:
+            quantized = rotate_to(latents, ops.stop_gradient(codes))
+        else:
+            quantized = latents + ops.stop_gradient(codes - latents)
+        return quantized, tokens, self.latent_loss_weight * latent_loss
+
+    def tokens_of(self, latents):
+        flat_tokens = self._nearest_codes(
+            ops.reshape(latents, (-1, self.embedding_dim))
+        )
+        return ops.reshape(flat_tokens, ops.shape(latents)[:-1])
+
+    def codes_of(self, tokens):
+        return ops.take(self._codes(), tokens, axis=0)
+
+    def _codes(self):
+        """The float32 codes as the search sees them (normalized for cosine
+        similarity; the EMA statistics keep the unnormalized means)."""
+        codebook = ops.convert_to_tensor(self.codebook)
+        return _l2_normalize(codebook) if self.use_cosine_sim else codebook
 
     def _nearest_codes(self, flat):
         # |z - e|^2 = |z|^2 - 2 z.e + |e|^2: one matmul instead of an
         # (N, K, D) tensor. |z|^2 is the same for every code of a row, so the
         # argmin leaves it out.
-        codebook = self.codebook
+        codebook = self._codes()
         distances = ops.sum(ops.square(codebook), axis=1)[None, :] - 2.0 * ops.matmul(
             flat, ops.transpose(codebook)
         )
@@ -246,30 +295,21 @@ class VectorQuantizer(keras.layers.Layer):
             self.ema_cluster_size.assign(ops.ones((self.num_embeddings,)))
             self.ema_embedding_sum.assign(ops.copy(codes))
 
-    def tokenize(self, inputs):
-        """Returns only the int32 token ids of `inputs`; no loss, no update."""
-        z_e = self.project(inputs)
-        flat_tokens = self._nearest_codes(ops.reshape(z_e, (-1, self.embedding_dim)))
-        return ops.reshape(flat_tokens, ops.shape(z_e)[:-1])
-
-    def lookup(self, tokens):
-        """Returns the code vectors of int token ids, shape `tokens.shape + (D,)`."""
-        return ops.cast(ops.take(self.codebook, tokens, axis=0), self.compute_dtype)
-
-    def project(self, inputs):
-        """Returns the projected features `z_e` in float32, before the lookup."""
-        return ops.cast(self.projection(inputs), "float32")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.embedding_dim,), tuple(input_shape[:-1])
-
-    def compute_output_spec(self, inputs, training=False):
-        # `add_loss` in `call` would otherwise run on symbolic tensors.
-        shape = tuple(inputs.shape[:-1])
-        return (
-            keras.KerasTensor(shape + (self.embedding_dim,), dtype=self.compute_dtype),
-            keras.KerasTensor(shape, dtype="int32"),
+    def initialize_codes(self, latents, num_iterations=20, seed=None, verbose=0):
+        if len(latents) < self.num_embeddings:
+            raise ValueError(
+                f"KMeansInit needs at least {self.num_embeddings} encoder "
+                f"outputs (one per code); received {len(latents)}."
+            )
+        centroids = kmeans(
+            latents,
+            self.num_embeddings,
+            num_iterations=num_iterations,
+            seed=seed,
+            verbose=verbose,
         )
+        self.set_codebook(centroids)
+        return centroids
 
     def get_config(self):
         config = super().get_config()
@@ -283,10 +323,36 @@ class VectorQuantizer(keras.layers.Layer):
                 "ema_decay": self.ema_decay,
                 "ema_epsilon": self.ema_epsilon,
                 "dead_code_threshold": self.dead_code_threshold,
+                "use_cosine_sim": self.use_cosine_sim,
+                "rotation_trick": self.rotation_trick,
                 "codebook_initializer": keras.initializers.serialize(
                     self.codebook_initializer
                 ),
-                "seed": self.seed,
             }
         )
         return config
+
+
+def rotate_to(vectors, targets, epsilon=1e-6):
+    """`sg(lambda R) vectors` of the rotation trick, row by row over the last
+    axis: the value is `targets` (up to rounding), the gradient with respect
+    to `vectors` is `lambda R^T` times the incoming one.
+
+    `R = I - 2 r r^T + 2 t u^T` with `u`, `t` the unit directions of a vector
+    and its target and `r = (u + t) / |u + t|` takes `u` to `t`; `lambda =
+    |target| / |vector|`. Applied as vector products, never as a matrix.
+    `targets` must not carry gradients (pass `stop_gradient(codes)`).
+    """
+    vector_norm = ops.sqrt(ops.sum(ops.square(vectors), axis=-1, keepdims=True))
+    target_norm = ops.sqrt(ops.sum(ops.square(targets), axis=-1, keepdims=True))
+    u = ops.stop_gradient(vectors / (vector_norm + epsilon))
+    t = targets / (target_norm + epsilon)
+    r = _l2_normalize(u + t, epsilon)
+    scale = ops.stop_gradient(target_norm / (vector_norm + epsilon))
+    along_r = ops.sum(r * vectors, axis=-1, keepdims=True)
+    along_u = ops.sum(u * vectors, axis=-1, keepdims=True)
+    return scale * (vectors - 2.0 * along_r * r + 2.0 * along_u * t)
+
+
+def _l2_normalize(x, epsilon=1e-6):
+    return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + epsilon**2)

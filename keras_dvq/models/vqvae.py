@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -5,7 +7,10 @@ from keras import ops
 from keras_dvq import distribute
 from keras_dvq import losses
 from keras_dvq.evaluation import psnr
+from keras_dvq.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
+from keras_dvq.layers.lookup_free_quantizer import LookupFreeQuantizer
+from keras_dvq.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
 from keras_dvq.metrics import CodebookUsage
 from keras_dvq.models.dalle import DalleDecoder
@@ -19,12 +24,20 @@ ENCODER_DECODERS = {
     "deepmind": (DeepMindEncoder, DeepMindDecoder),
     "openai": (DalleEncoder, DalleDecoder),
 }
-QUANTIZERS = {"vqvae": VectorQuantizer, "gumbel": GumbelQuantizer}
+QUANTIZERS = {
+    "vqvae": VectorQuantizer,
+    "gumbel": GumbelQuantizer,
+    "fsq": FiniteScalarQuantizer,
+    "lfq": LookupFreeQuantizer,
+    "rvq": ResidualVectorQuantizer,
+}
 # What keeps the codebook healthy (docs/codebook.md: 500 of 512 codes
 # used vs 118 for the original recipe): an EMA codebook whose codes are
 # restarted from encoder outputs when used less than once per step on average.
 # Use with KMeansInit, as scripts/train.py does.
 HEALTHY_VQ_DEFAULTS = {"use_ema": True, "dead_code_threshold": 1.0}
+# Quantizer arguments that `from_flavors` sets unless told otherwise.
+FLAVOR_DEFAULTS = {"vqvae": HEALTHY_VQ_DEFAULTS, "rvq": HEALTHY_VQ_DEFAULTS}
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -45,7 +58,9 @@ class VQVAE(keras.Model):
     pairs or tfds dicts `{"image": ...}`; labels are ignored.
 
     Calling the model returns a dict: `"reconstruction"` (float32 images in
-    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride)`), `"decoder_output"`
+    [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride, *token_shape)` with
+    the quantizer's `token_shape`, `()` but for residual stages),
+    `"decoder_output"`
     (the likelihood parameters) and `"latent_loss"` (the quantizer's added
     loss, also in `model.losses`). `encode()` and `decode()` map
     images to token grids and back; `predict()` returns the reconstructions
@@ -54,7 +69,9 @@ class VQVAE(keras.Model):
     Args:
         encoder: layer mapping `(N, H, W, C)` images to features; its `stride`
             attribute is the downsampling factor.
-        quantizer: a `VectorQuantizer` or `GumbelQuantizer`.
+        quantizer: a `keras_dvq.layers.Quantizer` (`VectorQuantizer`,
+            `GumbelQuantizer`, `FiniteScalarQuantizer`, `LookupFreeQuantizer`,
+            `ResidualVectorQuantizer`).
         decoder: layer mapping quantized features back to
             `image_channels * params_per_channel` channels.
         reconstruction_loss: `"l2"`, `"logit_laplace"` or a loss instance from
@@ -102,7 +119,7 @@ class VQVAE(keras.Model):
         self.latent_tracker = keras.metrics.Mean(name="latent_loss")
         # Mean of per-image PSNRs of the reconstructions, in dB.
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
-        self.codebook_usage = CodebookUsage(quantizer.num_embeddings)
+        self.codebook_usage = CodebookUsage(quantizer.vocabulary_size)
         self._inference = _InferenceModels(self)
 
     @classmethod
@@ -111,8 +128,8 @@ class VQVAE(keras.Model):
         vq_flavor="vqvae",
         enc_dec_flavor="deepmind",
         loss_flavor="l2",
-        num_embeddings=512,
-        embedding_dim=64,
+        num_embeddings=None,
+        embedding_dim=None,
         n_hid=64,
         image_channels=3,
         seed_faithful=False,
@@ -120,49 +137,64 @@ class VQVAE(keras.Model):
     ):
         """Builds a model from the original repo's flags and defaults.
 
-        The `"vqvae"` quantizer defaults to an EMA codebook with dead-code
-        restarts (`use_ema=True, dead_code_threshold=1.0`), which keeps the
-        codebook in use where the original recipe collapses; pass
+        The `"vqvae"` and `"rvq"` quantizers default to EMA codebooks with
+        dead-code restarts (`use_ema=True, dead_code_threshold=1.0`), which
+        keep the codebook in use where the original recipe collapses; pass
         `seed_faithful=True` for the original's gradient-trained codebook.
 
         Args:
-            vq_flavor: `"vqvae"` (nearest code) or `"gumbel"`.
+            vq_flavor: `"vqvae"` (`VectorQuantizer`, nearest code),
+                `"gumbel"` (`GumbelQuantizer`), `"fsq"`
+                (`FiniteScalarQuantizer`), `"lfq"` (`LookupFreeQuantizer`) or
+                `"rvq"` (`ResidualVectorQuantizer`).
             enc_dec_flavor: `"deepmind"` (stride 4) or `"openai"` (DALL-E
                 dVAE, stride 8).
             loss_flavor: `"l2"` (Gaussian) or `"logit_laplace"`.
-            num_embeddings: int. Codebook size.
-            embedding_dim: int. Code size.
+            num_embeddings: int or `None`. Codebook size (per stage for
+                `"rvq"`); `None` keeps the quantizer's default (512). FSQ and
+                LFQ have no such argument: pass `levels` or `codebook_bits`.
+            embedding_dim: int or `None`. Code size; `None` keeps the
+                quantizer's default (64).
             n_hid: int. Base width of encoder and decoder.
             image_channels: int. Channels of the images.
             seed_faithful: bool. The original repo's VQ recipe (gradient
                 codebook, no restarts) instead of the healthier default.
             **quantizer_kwargs: further arguments of the quantizer class, e.g.
-                `dead_code_threshold=2.0` or `straight_through=True`; they
-                override the defaults above (`use_ema=False` gives the
-                gradient codebook without restarts).
+                `dead_code_threshold=2.0`, `straight_through=True`,
+                `levels=(8, 8, 8)` or `num_quantizers=8`; they override the
+                defaults above (`use_ema=False` gives the gradient codebook
+                without restarts).
         """
         check_positive_int("image_channels", image_channels)
         check_choice("vq_flavor", vq_flavor, tuple(QUANTIZERS))
         check_choice("enc_dec_flavor", enc_dec_flavor, tuple(ENCODER_DECODERS))
         reconstruction_loss = losses.get(loss_flavor)
+        quantizer_class = QUANTIZERS[vq_flavor]
+        for name, value in (
+            ("num_embeddings", num_embeddings),
+            ("embedding_dim", embedding_dim),
+        ):
+            if value is None:
+                continue
+            if name not in inspect.signature(quantizer_class).parameters:
+                raise ValueError(
+                    f"Argument `{name}` does not apply to vq_flavor={vq_flavor!r} "
+                    f"({quantizer_class.__name__} sizes its codes with its own "
+                    f"arguments). Received: {name}={value}"
+                )
+            quantizer_kwargs[name] = value
         # An explicit use_ema=False means the gradient codebook, which has no
         # restarts: it opts out of both defaults, as seed_faithful does.
-        if (
-            vq_flavor == "vqvae"
-            and not seed_faithful
-            and quantizer_kwargs.get("use_ema", True)
-        ):
-            quantizer_kwargs = {**HEALTHY_VQ_DEFAULTS, **quantizer_kwargs}
+        if not seed_faithful and quantizer_kwargs.get("use_ema", True):
+            quantizer_kwargs = {
+                **FLAVOR_DEFAULTS.get(vq_flavor, {}),
+                **quantizer_kwargs,
+            }
         encoder_class, decoder_class = ENCODER_DECODERS[enc_dec_flavor]
         output_channels = image_channels * reconstruction_loss.params_per_channel
         return cls(
             encoder=encoder_class(n_hid=n_hid, name="encoder"),
-            quantizer=QUANTIZERS[vq_flavor](
-                num_embeddings=num_embeddings,
-                embedding_dim=embedding_dim,
-                name="quantizer",
-                **quantizer_kwargs,
-            ),
+            quantizer=quantizer_class(name="quantizer", **quantizer_kwargs),
             decoder=decoder_class(
                 n_hid=n_hid, output_channels=output_channels, name="decoder"
             ),
@@ -279,7 +311,8 @@ class VQVAE(keras.Model):
         )
 
     def encode(self, images, batch_size=None, verbose=0, steps=None):
-        """Returns the int32 token grids `(N, H/stride, W/stride)` of images.
+        """Returns the int32 token grids `(N, H/stride, W/stride,
+        *quantizer.token_shape)` of images.
 
         Raises:
             ValueError: on NaN or infinite pixels, naming the images.
@@ -287,20 +320,15 @@ class VQVAE(keras.Model):
         return self._run_on_images("encode", images, batch_size, verbose, steps)
 
     def project(self, images, batch_size=None, verbose=0, steps=None):
-        """Returns the float32 encoder outputs `z_e` `(N, h, w, D)` that a
-        `VectorQuantizer` matches against its codebook (e.g. for k-means)."""
-        if not hasattr(self.quantizer, "project"):
-            raise ValueError(
-                "`project` needs a quantizer with a projection to code space (a "
-                f"VectorQuantizer). Received: {type(self.quantizer).__name__}"
-            )
+        """Returns the float32 latents `(N, h, w, latent_dim)` that the
+        quantizer quantizes (e.g. for k-means)."""
         return self._run_on_images("project", images, batch_size, verbose, steps)
 
     def decode(self, tokens, batch_size=None, verbose=0, steps=None):
         """Returns float32 images in [0, 1] decoded from int token grids.
 
         Raises:
-            ValueError: on token ids outside `[0, num_embeddings)`.
+            ValueError: on token ids outside `[0, vocabulary_size)`.
         """
         spec = _input_spec(tokens)
         if spec is not None:
@@ -310,14 +338,14 @@ class VQVAE(keras.Model):
         if bad.size:
             raise ValueError(
                 "Argument `tokens` must hold ids in "
-                f"[0, {self.quantizer.num_embeddings}). Received ids from "
+                f"[0, {self.quantizer.vocabulary_size}). Received ids from "
                 f"{outputs['min_id'][bad].min()} to {outputs['max_id'][bad].max()} "
                 f"in {_count_and_indices(bad, 'grid(s)')}"
             )
         return outputs["images"]
 
     def tokenize(self, images):
-        """Token ids `(N, h, w)` of a batch of image tensors, as a tensor.
+        """Token ids `(N, h, w, *token_shape)` of a batch of image tensors.
 
         The graph-level counterpart of `encode()`, for use inside compiled
         functions and exports (`encode()` batches arrays and datasets).
@@ -385,13 +413,14 @@ class VQVAE(keras.Model):
     def _decode_graph(self, tokens):
         self._check_token_spec(tuple(tokens.shape), tokens.dtype)
         tokens = ops.cast(tokens, "int32")
-        num_embeddings = self.quantizer.num_embeddings
-        valid = ops.logical_and(tokens >= 0, tokens < num_embeddings)
+        vocabulary_size = self.quantizer.vocabulary_size
+        valid = ops.logical_and(tokens >= 0, tokens < vocabulary_size)
+        per_grid = tuple(range(1, len(tokens.shape)))
         return {
-            "images": self.detokenize(ops.clip(tokens, 0, num_embeddings - 1)),
-            "valid": ops.all(valid, axis=(1, 2)),
-            "min_id": ops.min(tokens, axis=(1, 2)),
-            "max_id": ops.max(tokens, axis=(1, 2)),
+            "images": self.detokenize(ops.clip(tokens, 0, vocabulary_size - 1)),
+            "valid": ops.all(valid, axis=per_grid),
+            "min_id": ops.min(tokens, axis=per_grid),
+            "max_id": ops.max(tokens, axis=per_grid),
         }
 
     def _images(self, inputs):
@@ -429,9 +458,11 @@ class VQVAE(keras.Model):
             raise ValueError(
                 f"Argument `tokens` must have an integer dtype. Received: {dtype}"
             )
-        if len(shape) != 3:
+        token_shape = tuple(self.quantizer.token_shape)
+        if len(shape) != 3 + len(token_shape) or tuple(shape[3:]) != token_shape:
+            expected = ", ".join(("batch", "height", "width", *map(str, token_shape)))
             raise ValueError(
-                "Argument `tokens` must have shape (batch, height, width). "
+                f"Argument `tokens` must have shape ({expected}). "
                 f"Received: tokens.shape={tuple(shape)}"
             )
 

@@ -1,0 +1,142 @@
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dvq.layers.quantizer import Quantizer
+
+# Keeps the bounded values strictly inside the outer levels' rounding range.
+BOUND_EPSILON = 1e-3
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class FiniteScalarQuantizer(Quantizer):
+    """Finite scalar quantization (FSQ): a fixed grid instead of a codebook.
+
+    Projects encoder features to `len(levels)` numbers, bounds dimension `i`
+    to `levels[i]` values with `tanh(z + shift) * half_l - offset` (`half_l =
+    (L - 1)(1 + eps) / 2`; `offset = 1/2` and `shift = atanh(offset /
+    half_l)` for even `L`, so that the grid stays symmetric) and rounds it,
+    with a straight-through gradient; the result is scaled to [-1, 1]. The
+    implicit codebook is the product of the levels (`(8, 5, 5, 5)`: 1,000
+    codes), all of which are reachable by construction, so there is no
+    codebook to collapse, no auxiliary loss and no state.
+
+    Token ids number the grid points as the paper's reference code does: the
+    per-dimension level indices `0 .. L - 1` in mixed radix with the basis
+    `cumprod([1] + levels[:-1])`, the first dimension fastest.
+
+    Quantization runs in float32 under any dtype policy (bfloat16 cannot hold
+    every level of a large `L` exactly).
+
+    Args:
+        levels: tuple of ints >= 2, the number of values per dimension.
+            Defaults to `(8, 5, 5, 5)`, the paper's choice for about 2^10
+            codes.
+        use_projection: bool. Whether a 1x1 (dense) layer maps the inputs to
+            `len(levels)` numbers. Defaults to `True`.
+        seed: int or `None`. Unused (FSQ draws nothing); kept for the common
+            constructor.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: float tensor `(..., features)`, typically `(N, h, w, F)`.
+        training: bool. Unused: FSQ behaves the same in training.
+
+    Returns:
+        A tuple `(quantized, tokens)`: `quantized` of shape
+        `(..., len(levels))` with values in [-1, 1], in the compute dtype, and
+        int32 token ids of shape `(...)` in `[0, prod(levels))`.
+
+    Example:
+
+    ```python
+    quantizer = FiniteScalarQuantizer(levels=(8, 5, 5, 5))
+    features = keras.random.normal((2, 8, 8, 32))
+    quantized, tokens = quantizer(features)  # (2, 8, 8, 4), (2, 8, 8) in [0, 1000)
+    same = quantizer.lookup(tokens)  # equals quantized
+    ```
+
+    Reference:
+        - [Mentzer et al., 2023](https://arxiv.org/abs/2309.15505), sec. 3
+          and App. A.1 (the bound and the index arithmetic).
+    """
+
+    def __init__(self, levels=(8, 5, 5, 5), use_projection=True, seed=None, **kwargs):
+        levels = _check_levels(levels)
+        super().__init__(
+            latent_dim=len(levels),
+            use_projection=use_projection,
+            seed=seed,
+            **kwargs,
+        )
+        self.levels = levels
+        self.vocabulary_size = math.prod(levels)
+        self.quantized_dim = len(levels)
+        levels_array = np.array(levels, dtype="float32")
+        self._half_l = (levels_array - 1.0) * (1.0 + BOUND_EPSILON) / 2.0
+        self._offset = np.where(np.array(levels) % 2 == 0, 0.5, 0.0).astype("float32")
+        self._shift = np.arctanh(self._offset / self._half_l).astype("float32")
+        # Rounded values run over -L//2 .. (L-1)//2; dividing by L//2 puts the
+        # outermost level at -1.
+        self._half_width = (np.array(levels) // 2).astype("float32")
+        self._basis = np.cumprod([1] + list(levels[:-1])).astype("int32")
+        self._levels = np.array(levels, dtype="int32")
+
+    def bound(self, latents):
+        """The continuous values before rounding, in `(-L/2, L/2)` per
+        dimension."""
+        shift, half_l, offset = (
+            ops.convert_to_tensor(value)
+            for value in (self._shift, self._half_l, self._offset)
+        )
+        return ops.tanh(latents + shift) * half_l - offset
+
+    def quantize_latents(self, latents, training=False):
+        bounded = self.bound(latents)
+        rounded = bounded + ops.stop_gradient(ops.round(bounded) - bounded)
+        quantized = rounded / ops.convert_to_tensor(self._half_width)
+        return quantized, self.tokens_of(latents), ops.zeros((), "float32")
+
+    def tokens_of(self, latents):
+        half_width = ops.convert_to_tensor(self._half_width.astype("int32"))
+        level_indices = ops.cast(ops.round(self.bound(latents)), "int32") + half_width
+        return ops.sum(level_indices * ops.convert_to_tensor(self._basis), axis=-1)
+
+    def codes_of(self, tokens):
+        tokens = ops.cast(tokens, "int32")[..., None]
+        basis, levels = (
+            ops.convert_to_tensor(self._basis),
+            ops.convert_to_tensor(self._levels),
+        )
+        level_indices = (tokens // basis) % levels
+        half_width = ops.convert_to_tensor(self._half_width)
+        return (ops.cast(level_indices, "float32") - half_width) / half_width
+
+    def get_config(self):
+        config = super().get_config()
+        config["levels"] = self.levels
+        return config
+
+
+def _check_levels(levels):
+    try:
+        values = tuple(int(level) for level in levels)
+        valid = values and all(
+            value == level and value >= 2
+            for value, level in zip(values, levels, strict=True)
+        )
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "Argument `levels` must be a non-empty sequence of integers >= 2, "
+            f"e.g. (8, 5, 5, 5). Received: levels={levels!r}"
+        )
+    if math.prod(values) >= 2**31:
+        raise ValueError(
+            "Argument `levels` must give fewer than 2**31 codes (int32 token "
+            f"ids). Received: levels={levels!r} ({math.prod(values)} codes)"
+        )
+    return values

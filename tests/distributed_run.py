@@ -27,17 +27,26 @@ if keras.backend.backend() == "tensorflow" and not distribute.tf_config_workers(
 from keras_dvq.callbacks import KMeansInit  # noqa: E402
 from keras_dvq.models import VQVAE  # noqa: E402
 
+SIZES = {"num_embeddings": 16, "embedding_dim": 4}
 FLAVORS = {
-    "ema": {"use_ema": True, "dead_code_threshold": 0.0},
-    "gradient": {"seed_faithful": True},
-    "restarts": {"use_ema": True, "dead_code_threshold": 40.0},
+    "ema": {**SIZES, "use_ema": True, "dead_code_threshold": 0.0},
+    "gradient": {**SIZES, "seed_faithful": True},
+    "restarts": {**SIZES, "use_ema": True, "dead_code_threshold": 40.0},
+    "cosine": {**SIZES, "use_cosine_sim": True, "dead_code_threshold": 0.0},
+    "rotation": {**SIZES, "rotation_trick": True, "seed_faithful": True},
+    "fsq": {"vq_flavor": "fsq", "levels": (4, 3, 3)},
+    "lfq": {"vq_flavor": "lfq", "codebook_bits": 4, "inverse_temperature": 2.0},
+    "rvq": {
+        **SIZES,
+        "vq_flavor": "rvq",
+        "num_quantizers": 3,
+        "dead_code_threshold": 0.0,
+    },
 }
 
 
 def make_model(flavor, optimizer):
-    model = VQVAE.from_flavors(
-        num_embeddings=16, embedding_dim=4, n_hid=8, **FLAVORS[flavor]
-    )
+    model = VQVAE.from_flavors(n_hid=8, **FLAVORS[flavor])
     model.build((None, 16, 16, 3))
     # SGD: Adam's first step is about lr * sign(gradient), blind to the
     # gradient's scale, which is what replicas can get wrong.
@@ -62,7 +71,7 @@ def equivalence(flavor):
         two = model.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
     results = {
         "names": np.array([v.path for v in single.weights]),
-        "replicas": np.array(len(replica_copies(model.quantizer.codebook))),
+        "replicas": np.array(len(replica_copies(model.quantizer.projection.kernel))),
     }
     for prefix, trained, history in (("one", single, one), ("two", model, two)):
         for index, variable in enumerate(trained.weights):

@@ -45,7 +45,9 @@ def run_check(check, flavor, tmp_path):
 
 
 @multi_device_backend
-@pytest.mark.parametrize("flavor", ["ema", "gradient"])
+@pytest.mark.parametrize(
+    "flavor", ["ema", "gradient", "cosine", "rotation", "fsq", "lfq", "rvq"]
+)
 def test_two_replicas_take_the_single_device_step(flavor, tmp_path):
     results = run_check("equivalence", flavor, tmp_path)
     assert int(results["replicas"]) == 2

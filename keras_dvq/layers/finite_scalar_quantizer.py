@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq import distribute
 from keras_dvq.layers.quantizer import Quantizer
 
 # Keeps the bounded values strictly inside the outer levels' rounding range.
@@ -27,6 +28,14 @@ class FiniteScalarQuantizer(Quantizer):
     per-dimension level indices `0 .. L - 1` in mixed radix with the basis
     `cumprod([1] + levels[:-1])`, the first dimension fastest.
 
+    With `data_init=True` (the default) the latents are standardized per
+    dimension by statistics taken once, on the first training batch, and
+    fixed afterwards (the data-dependent init of Glow's ActNorm; under
+    `tf.distribute` over the global batch). Without it an encoder whose
+    outputs start small (the DeepMind encoder's are about 0.02) rounds every
+    position to the central level: the decoder then sees only zeros, its
+    ReLUs pass no gradient, and training never starts.
+
     Quantization runs in float32 under any dtype policy (bfloat16 cannot hold
     every level of a large `L` exactly).
 
@@ -34,6 +43,8 @@ class FiniteScalarQuantizer(Quantizer):
         levels: tuple of ints >= 2, the number of values per dimension.
             Defaults to `(8, 5, 5, 5)`, the paper's choice for about 2^10
             codes.
+        data_init: bool. Standardize the latents by the first training
+            batch's statistics. Defaults to `True`.
         use_projection: bool. Whether a 1x1 (dense) layer maps the inputs to
             `len(levels)` numbers. Defaults to `True`.
         seed: int or `None`. Unused (FSQ draws nothing); kept for the common
@@ -63,7 +74,14 @@ class FiniteScalarQuantizer(Quantizer):
           and App. A.1 (the bound and the index arithmetic).
     """
 
-    def __init__(self, levels=(8, 5, 5, 5), use_projection=True, seed=None, **kwargs):
+    def __init__(
+        self,
+        levels=(8, 5, 5, 5),
+        data_init=True,
+        use_projection=True,
+        seed=None,
+        **kwargs,
+    ):
         levels = _check_levels(levels)
         super().__init__(
             latent_dim=len(levels),
@@ -72,6 +90,7 @@ class FiniteScalarQuantizer(Quantizer):
             **kwargs,
         )
         self.levels = levels
+        self.data_init = bool(data_init)
         self.vocabulary_size = math.prod(levels)
         self.quantized_dim = len(levels)
         levels_array = np.array(levels, dtype="float32")
@@ -84,6 +103,44 @@ class FiniteScalarQuantizer(Quantizer):
         self._basis = np.cumprod([1] + list(levels[:-1])).astype("int32")
         self._levels = np.array(levels, dtype="int32")
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        dim = len(self.levels)
+        self.latent_shift = self._state("latent_shift", (dim,), "zeros")
+        self.latent_scale = self._state("latent_scale", (dim,), "ones")
+        self.latents_initialized = self._state("latents_initialized", (), "zeros")
+
+    def _state(self, name, shape, initializer):
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=initializer,
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
+
+    def project(self, inputs):
+        latents = super().project(inputs)
+        return (latents - self.latent_shift) * self.latent_scale
+
+    def _standardize_once(self, latents):
+        """On the first training batch: sets the shift and scale to the
+        batch's mean and inverse standard deviation per dimension (over the
+        global batch) and returns the latents standardized by them; later,
+        the latents unchanged. No Python branch on the flag: it is state."""
+        flat = ops.stop_gradient(ops.reshape(latents, (-1, len(self.levels))))
+        mean = distribute.replica_mean(ops.mean(flat, axis=0))
+        mean_square = distribute.replica_mean(ops.mean(ops.square(flat), axis=0))
+        inverse_std = 1.0 / ops.sqrt(ops.maximum(mean_square - mean**2, 0.0) + 1e-12)
+        first = ops.equal(self.latents_initialized, 0.0)
+        # `latents` are already (raw - shift) * scale, with the initial
+        # shift 0 and scale 1 on the first batch.
+        self.latent_shift.assign(ops.where(first, mean, self.latent_shift))
+        self.latent_scale.assign(ops.where(first, inverse_std, self.latent_scale))
+        self.latents_initialized.assign(1.0)
+        return ops.where(first, (latents - mean) * inverse_std, latents)
+
     def bound(self, latents):
         """The continuous values before rounding, in `(-L/2, L/2)` per
         dimension."""
@@ -94,6 +151,8 @@ class FiniteScalarQuantizer(Quantizer):
         return ops.tanh(latents + shift) * half_l - offset
 
     def quantize_latents(self, latents, training=False):
+        if training and self.data_init:
+            latents = self._standardize_once(latents)
         bounded = self.bound(latents)
         rounded = bounded + ops.stop_gradient(ops.round(bounded) - bounded)
         quantized = rounded / ops.convert_to_tensor(self._half_width)
@@ -116,7 +175,7 @@ class FiniteScalarQuantizer(Quantizer):
 
     def get_config(self):
         config = super().get_config()
-        config["levels"] = self.levels
+        config.update({"levels": self.levels, "data_init": self.data_init})
         return config
 
 

@@ -135,14 +135,18 @@ def rate_statistics(counts, tokens_per_image):
 
     Args:
         counts: `(vocabulary_size,)` how often each code occurred over the
-            whole split.
-        tokens_per_image: int. Tokens per image (e.g. 64 for an 8x8 grid).
+            whole split, or `(stages, vocabulary_size)`, one histogram per
+            residual stage.
+        tokens_per_image: int. Token ids per image (e.g. 64 for an 8x8 grid,
+            256 for an 8x8 grid of 4 residual stages).
 
     Returns:
-        A dict of Python floats: `codes_used` (codes seen at least once),
-        `vocabulary_size`, `perplexity` (`2 ** bits_per_token`),
-        `bits_per_token` (entropy of the histogram) and `bits_per_image`
-        (`bits_per_token * tokens_per_image`).
+        A dict of Python floats: `codes_used` (codes seen at least once; with
+        stages, in the stage that uses fewest), `vocabulary_size`,
+        `perplexity` (`2 ** bits_per_token`), `bits_per_token` (entropy of the
+        histogram; with stages, the mean of the stages' entropies) and
+        `bits_per_image` (`bits_per_token * tokens_per_image`); with stages
+        also `codes_used_per_stage`.
 
     Example:
 
@@ -152,19 +156,29 @@ def rate_statistics(counts, tokens_per_image):
     ```
     """
     counts = np.asarray(keras.ops.convert_to_numpy(counts), dtype=np.float64)
-    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+    if counts.ndim not in (1, 2) or counts.size == 0 or (counts < 0).any():
         raise ValueError(
-            "Argument `counts` must be a non-empty 1-D histogram of non-negative "
-            f"counts. Received: shape {counts.shape}"
+            "Argument `counts` must be a non-empty histogram of non-negative "
+            "counts, 1-D or one row per stage. Received: shape "
+            f"{counts.shape}"
         )
-    bits = float(keras.ops.convert_to_numpy(entropy_bits(counts)))
-    return {
-        "codes_used": int((counts > 0).sum()),
-        "vocabulary_size": int(counts.size),
+    stages = counts.reshape(-1, counts.shape[-1])
+    # The stages' ids are separate symbols: the rate of a position is the sum
+    # of their entropies, not the entropy of the pooled histogram.
+    bits = float(
+        np.mean([keras.ops.convert_to_numpy(entropy_bits(row)) for row in stages])
+    )
+    used = (stages > 0).sum(axis=1)
+    statistics = {
+        "codes_used": int(used.min()),
+        "vocabulary_size": int(counts.shape[-1]),
         "perplexity": 2.0**bits,
         "bits_per_token": bits,
         "bits_per_image": bits * tokens_per_image,
     }
+    if counts.ndim == 2:
+        statistics["codes_used_per_stage"] = used.tolist()
+    return statistics
 
 
 def _check_pair(images, reconstructions):
@@ -191,6 +205,9 @@ class SplitEvaluation:
     Args:
         vocabulary_size: int. Number of distinct token ids.
 
+    Tokens of shape `(N, h, w)` fill one histogram; tokens with a depth axis,
+    `(N, h, w, stages)` (residual VQ), one per stage (see `rate_statistics`).
+
     Example:
 
     ```python
@@ -204,7 +221,7 @@ class SplitEvaluation:
 
     def __init__(self, vocabulary_size):
         self.vocabulary_size = vocabulary_size
-        self.counts = np.zeros(vocabulary_size, dtype=np.int64)
+        self.counts = None  # (vocabulary_size,) or (stages, vocabulary_size)
         self.num_images = 0
         self.tokens_per_image = None
         self._sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
@@ -224,7 +241,15 @@ class SplitEvaluation:
                 f"Token ids must lie in [0, {self.vocabulary_size}). Received ids "
                 f"from {tokens.min()} to {tokens.max()}."
             )
-        self.counts += np.bincount(tokens.ravel(), minlength=self.vocabulary_size)
+        stages = tokens.reshape(-1, int(np.prod(tokens.shape[3:])))
+        counts = np.stack(
+            [np.bincount(row, minlength=self.vocabulary_size) for row in stages.T]
+        )
+        if tokens.ndim <= 3:
+            counts = counts[0]
+        if self.counts is None:
+            self.counts = np.zeros_like(counts)
+        self.counts += counts
         self.num_images += len(images)
         self.tokens_per_image = int(np.prod(tokens.shape[1:]))
 

@@ -4,11 +4,13 @@ The SavedModel holds plain TensorFlow ops and the model's weights; loading it
 needs neither keras nor keras_dvq:
 
 - signature `"encode"` (also `"serving_default"`): `images` uint8
-  `(None, H, W, C)` -> `tokens` int32 `(None, H/stride, W/stride)`;
-- signature `"decode"`: `tokens` int32 `(None, h, w)` -> `images` uint8
-  `(None, H, W, C)`.
+  `(None, H, W, C)` -> `tokens` int32 `(None, H/stride, W/stride,
+  *token_shape)` (`token_shape` is the quantizer's: `()`, or
+  `(num_quantizers,)` for residual VQ);
+- signature `"decode"`: `tokens` int32 `(None, h, w, *token_shape)` ->
+  `images` uint8 `(None, H, W, C)`.
 
-Token ids outside `[0, num_embeddings)`, image sizes not divisible by the
+Token ids outside `[0, vocabulary_size)`, image sizes not divisible by the
 encoder stride and images (or token grids) larger than `max_image_size` fail
 with `InvalidArgumentError` instead of giving garbage or exhausting the
 server's memory.
@@ -90,8 +92,9 @@ def export_tokenizer(
 
 
 def read_tokenizer_info(path):
-    """The `{"num_embeddings", "stride", "image_shape", "token_shape"}` facts
-    written beside an exported tokenizer."""
+    """The `{"vocabulary_size", "stride", "image_shape", "token_shape"}` facts
+    written beside an exported tokenizer (`"num_embeddings"` too, the same
+    number, for readers of older exports)."""
     info_path = os.path.join(path, TOKENIZER_INFO_FILE)
     if not os.path.isfile(info_path):
         raise ValueError(
@@ -160,10 +163,10 @@ def _size_check(tensor, limit, message):
 def _write_saved_model(model, path, image_shape, max_image_size, verbose):
     height, width, channels = image_shape
     stride = model.stride
-    num_embeddings = model.quantizer.num_embeddings
+    vocabulary_size = model.quantizer.vocabulary_size
     token_shape = tuple(
         None if size is None else size // stride for size in (height, width)
-    )
+    ) + tuple(model.quantizer.token_shape)
 
     def encode(images):
         divisible = tf.equal(tf.shape(images)[1:3] % stride, 0)
@@ -186,11 +189,11 @@ def _write_saved_model(model, path, image_shape, max_image_size, verbose):
         return {"tokens": tf.cast(tokens, tf.int32)}
 
     def decode(tokens):
-        valid = tf.logical_and(tokens >= 0, tokens < num_embeddings)
+        valid = tf.logical_and(tokens >= 0, tokens < vocabulary_size)
         check = tf.debugging.Assert(
             tf.reduce_all(valid),
             [
-                f"tokens: ids must be in [0, {num_embeddings}); got min and max",
+                f"tokens: ids must be in [0, {vocabulary_size}); got min and max",
                 tf.reduce_min(tokens),
                 tf.reduce_max(tokens),
             ],
@@ -222,7 +225,8 @@ def _write_saved_model(model, path, image_shape, max_image_size, verbose):
     )
     archive.write_out(path, verbose=verbose)
     info = {
-        "num_embeddings": num_embeddings,
+        "num_embeddings": vocabulary_size,
+        "vocabulary_size": vocabulary_size,
         "stride": stride,
         "image_shape": list(image_shape),
         "token_shape": list(token_shape),

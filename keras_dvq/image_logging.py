@@ -64,7 +64,7 @@ class ReconstructionLogger(keras.callbacks.Callback):
             ),
             "codebook_usage": plots.codebook_usage_figure(
                 np.bincount(
-                    tokens.ravel(), minlength=self.model.quantizer.num_embeddings
+                    tokens.ravel(), minlength=self.model.quantizer.vocabulary_size
                 ),
                 tokens_per_image=int(np.prod(tokens.shape[1:])),
                 title=f"{len(self.images)} validation images, {title}",

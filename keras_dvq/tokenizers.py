@@ -41,7 +41,7 @@ class KerasTokenizer:
             raise ValueError(
                 f"{path} holds a {type(self.model).__name__}, not a keras_dvq VQVAE."
             )
-        self.vocabulary_size = self.model.quantizer.num_embeddings
+        self.vocabulary_size = self.model.quantizer.vocabulary_size
         self.stride = self.model.stride
         self.image_channels = self.model.image_channels
         self.image_shape = (None, None, self.image_channels)
@@ -79,7 +79,7 @@ class SavedModelTokenizer:
 
         self.path = newest_version(path)
         info = read_tokenizer_info(self.path)
-        self.vocabulary_size = info["num_embeddings"]
+        self.vocabulary_size = info.get("vocabulary_size", info["num_embeddings"])
         self.stride = info["stride"]
         self.image_shape = tuple(info["image_shape"])
         self.image_channels = self.image_shape[-1]

@@ -122,7 +122,13 @@ class FiniteScalarQuantizer(Quantizer):
 
     def project(self, inputs):
         latents = super().project(inputs)
-        return (latents - self.latent_shift) * self.latent_scale
+        # Copies: the first training step assigns the variables in place
+        # after this (PyTorch would find its saved tensors changed).
+        shift, scale = (
+            ops.copy(ops.convert_to_tensor(variable))
+            for variable in (self.latent_shift, self.latent_scale)
+        )
+        return (latents - shift) * scale
 
     def _standardize_once(self, latents):
         """On the first training batch: sets the shift and scale to the
@@ -133,11 +139,15 @@ class FiniteScalarQuantizer(Quantizer):
         mean = distribute.replica_mean(ops.mean(flat, axis=0))
         mean_square = distribute.replica_mean(ops.mean(ops.square(flat), axis=0))
         inverse_std = 1.0 / ops.sqrt(ops.maximum(mean_square - mean**2, 0.0) + 1e-12)
-        first = ops.equal(self.latents_initialized, 0.0)
+        first = ops.equal(ops.convert_to_tensor(self.latents_initialized), 0.0)
+        shift, scale = (
+            ops.convert_to_tensor(variable)
+            for variable in (self.latent_shift, self.latent_scale)
+        )
         # `latents` are already (raw - shift) * scale, with the initial
         # shift 0 and scale 1 on the first batch.
-        self.latent_shift.assign(ops.where(first, mean, self.latent_shift))
-        self.latent_scale.assign(ops.where(first, inverse_std, self.latent_scale))
+        self.latent_shift.assign(ops.where(first, mean, shift))
+        self.latent_scale.assign(ops.where(first, inverse_std, scale))
         self.latents_initialized.assign(1.0)
         return ops.where(first, (latents - mean) * inverse_std, latents)
 

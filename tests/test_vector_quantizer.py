@@ -445,3 +445,75 @@ def test_fit_after_set_codebook(rng):
     model.fit(images, np.zeros((8, D), "float32"), batch_size=8, verbose=0)
     assert not np.allclose(to_numpy(quantizer.codebook), codes)
     assert not np.array_equal(to_numpy(quantizer.ema_cluster_size), np.ones(K))
+
+
+def test_cosine_codes_pick_the_most_similar_direction(rng):
+    quantizer = identity_quantizer(use_cosine_sim=True)
+    codebook = rng.normal(size=(K, D)).astype("float32")
+    quantizer.codebook.assign(codebook * rng.uniform(0.1, 10, size=(K, 1)))
+    z = rng.normal(size=(50, D)).astype("float32")
+    quantized, tokens = quantizer(z)
+    unit_codes = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+    unit_z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    # Nearest on the sphere is most similar in cosine, whatever the codes'
+    # lengths in the codebook variable.
+    np.testing.assert_array_equal(
+        to_numpy(tokens), (unit_z @ unit_codes.T).argmax(axis=1)
+    )
+    np.testing.assert_allclose(
+        to_numpy(quantized), unit_codes[to_numpy(tokens)], atol=1e-5
+    )
+
+
+def test_cosine_latent_loss_compares_unit_vectors(rng):
+    quantizer = identity_quantizer(
+        use_cosine_sim=True, commitment_cost=0.5, latent_loss_weight=1.0
+    )
+    z = rng.normal(size=(20, D)).astype("float32") * 7.0
+    _, tokens = quantizer(z, training=True)
+    codes = to_numpy(quantizer.codebook)
+    unit_codes = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+    unit_z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    error = np.mean((unit_z - unit_codes[to_numpy(tokens)]) ** 2)
+    np.testing.assert_allclose(to_numpy(quantizer.losses[0]), 1.5 * error, rtol=1e-4)
+
+
+def numpy_rotation_gradient(z, e, upstream):
+    """lambda R^T g with R = I - 2 r r^T + 2 e_hat z_hat^T, per row."""
+    rows = []
+    for zi, ei, gi in zip(z, e, upstream, strict=True):
+        u, t = zi / np.linalg.norm(zi), ei / np.linalg.norm(ei)
+        r = (u + t) / np.linalg.norm(u + t)
+        rotation = np.eye(len(zi)) - 2 * np.outer(r, r) + 2 * np.outer(t, u)
+        np.testing.assert_allclose(rotation @ u, t, atol=1e-6)  # it is the map
+        rows.append(np.linalg.norm(ei) / np.linalg.norm(zi) * rotation.T @ gi)
+    return np.array(rows)
+
+
+def test_rotation_trick_forward_is_the_code_and_gradient_rotates(rng):
+    quantizer = identity_quantizer(rotation_trick=True, latent_loss_weight=0.0)
+    z = rng.normal(size=(12, D)).astype("float32")
+    upstream = rng.normal(size=(12, D)).astype("float32")
+    quantized, tokens = quantizer(z)
+    codes = to_numpy(quantizer.codebook)[to_numpy(tokens)]
+    np.testing.assert_allclose(to_numpy(quantized), codes, atol=1e-5)
+    (kernel_grad,) = gradients(
+        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * upstream),
+        [quantizer.projection.kernel],
+    )
+    # With an identity projection, dL/dkernel = z^T (dL/dz).
+    expected = z.T.astype("float64") @ numpy_rotation_gradient(
+        z.astype("float64"), codes.astype("float64"), upstream.astype("float64")
+    )
+    np.testing.assert_allclose(kernel_grad, expected, rtol=1e-4, atol=1e-5)
+    # Unlike the straight-through identity.
+    assert not np.allclose(kernel_grad, z.T @ upstream, rtol=1e-2)
+
+
+def test_rotation_of_a_vector_onto_its_opposite_is_defined():
+    from keras_dvq.layers.vector_quantizer import rotate_to
+
+    vectors = np.array([[1.0, 2.0, 0.5]], "float32")
+    result = to_numpy(rotate_to(ops.convert_to_tensor(vectors), -3.0 * vectors))
+    np.testing.assert_allclose(result, -3.0 * vectors, rtol=1e-4)
+    assert np.isfinite(result).all()

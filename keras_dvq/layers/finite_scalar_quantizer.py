@@ -137,8 +137,9 @@ class FiniteScalarQuantizer(Quantizer):
         the latents unchanged. No Python branch on the flag: it is state."""
         flat = ops.stop_gradient(ops.reshape(latents, (-1, len(self.levels))))
         mean = distribute.replica_mean(ops.mean(flat, axis=0))
-        mean_square = distribute.replica_mean(ops.mean(ops.square(flat), axis=0))
-        inverse_std = 1.0 / ops.sqrt(ops.maximum(mean_square - mean**2, 0.0) + 1e-12)
+        # Two passes: E[z^2] - E[z]^2 cancels badly for small spreads.
+        variance = distribute.replica_mean(ops.mean(ops.square(flat - mean), axis=0))
+        inverse_std = 1.0 / ops.sqrt(variance + 1e-12)
         first = ops.equal(ops.convert_to_tensor(self.latents_initialized), 0.0)
         shift, scale = (
             ops.convert_to_tensor(variable)

@@ -347,7 +347,10 @@ def rotate_to(vectors, targets, epsilon=1e-6):
     target_norm = ops.sqrt(ops.sum(ops.square(targets), axis=-1, keepdims=True))
     u = ops.stop_gradient(vectors / (vector_norm + epsilon))
     t = targets / (target_norm + epsilon)
-    r = _l2_normalize(u + t, epsilon)
+    # For a target opposite its vector (u + t ~ 0) any half-turn works; r = 0
+    # makes R the reflection I + 2 t u^T, which also maps u to t = -u.
+    sum_norm = ops.sqrt(ops.sum(ops.square(u + t), axis=-1, keepdims=True))
+    r = ops.where(sum_norm > 1e-4, (u + t) / ops.maximum(sum_norm, 1e-4), 0.0)
     scale = ops.stop_gradient(target_norm / (vector_norm + epsilon))
     along_r = ops.sum(r * vectors, axis=-1, keepdims=True)
     along_u = ops.sum(u * vectors, axis=-1, keepdims=True)

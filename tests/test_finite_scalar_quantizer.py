@@ -1,0 +1,141 @@
+import itertools
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_dvq.layers import FiniteScalarQuantizer
+from tests.testing import gradients
+
+
+def identity_fsq(levels, **kwargs):
+    """A built FSQ whose projection is the identity: latents == inputs."""
+    quantizer = FiniteScalarQuantizer(levels=levels, **kwargs)
+    quantizer.build((None, len(levels)))
+    quantizer.projection.kernel.assign(np.eye(len(levels), dtype="float32"))
+    quantizer.projection.bias.assign(np.zeros(len(levels), dtype="float32"))
+    return quantizer
+
+
+def numpy_bound(z, levels, epsilon=1e-3):
+    levels = np.asarray(levels, dtype="float64")
+    half_l = (levels - 1) * (1 + epsilon) / 2
+    offset = np.where(levels % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(offset / half_l)
+    return np.tanh(z + shift) * half_l - offset
+
+
+def test_bound_matches_the_paper_formula(rng):
+    levels = (8, 5, 4, 3)
+    quantizer = identity_fsq(levels)
+    z = rng.normal(scale=2.0, size=(100, 4)).astype("float32")
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.bound(z)), numpy_bound(z, levels), atol=1e-5
+    )
+
+
+def test_quantized_values_are_the_levels_scaled_to_unit_range():
+    quantizer = identity_fsq((8, 5))
+    # Large latents saturate to the outermost levels, zero is the centre.
+    z = np.array([[-50.0, -50.0], [50.0, 50.0], [0.0, 0.0]], "float32")
+    quantized = ops.convert_to_numpy(quantizer(z)[0])
+    np.testing.assert_allclose(quantized, [[-1, -1], [0.75, 1], [0, 0]])
+    # Every value lies on the grid k / (L // 2).
+    z = np.random.default_rng(0).normal(scale=3, size=(1000, 2)).astype("float32")
+    quantized = ops.convert_to_numpy(quantizer(z)[0])
+    for dim, level in enumerate((8, 5)):
+        values = np.unique(quantized[:, dim] * (level // 2))
+        np.testing.assert_allclose(
+            values, np.arange(-(level // 2), (level - 1) // 2 + 1)
+        )
+
+
+def test_token_ids_are_mixed_radix_with_the_first_dimension_fastest():
+    levels = (4, 3)
+    quantizer = identity_fsq(levels)
+    # Level indices (i0, i1) -> id i0 + 4 * i1; latents far out pick the
+    # extreme levels, zero the middle one.
+    z = np.array([[-50, -50], [50, -50], [-50, 50], [50, 50], [0, 0]], "float32")
+    tokens = ops.convert_to_numpy(quantizer.tokenize(z))
+    # Rounded values run from -2 to 1 (L=4) and -1 to 1 (L=3); zero is
+    # index 2 and 1.
+    np.testing.assert_array_equal(tokens, [0, 3, 8, 11, 2 + 4 * 1])
+
+
+def test_every_id_maps_to_a_distinct_code_that_maps_back():
+    levels = (8, 5, 5, 5)
+    quantizer = identity_fsq(levels)
+    ids = np.arange(1000, dtype="int32")
+    codes = ops.convert_to_numpy(quantizer.lookup(ids))
+    assert len(np.unique(codes, axis=0)) == 1000
+    # The codes' level indices in mixed radix are the ids themselves.
+    half_width = np.array(levels) // 2
+    indices = np.round(codes * half_width + half_width).astype(int)
+    np.testing.assert_array_equal(indices @ np.array([1, 8, 40, 200]), ids)
+    grid = np.array(list(itertools.product(*[range(level) for level in levels])))
+    assert {tuple(row) for row in indices} == {tuple(row) for row in grid}
+
+
+def test_gradient_is_straight_through_the_rounding(rng):
+    levels = (8, 5)
+    quantizer = identity_fsq(levels, data_init=False)
+    z = rng.normal(size=(6, 2)).astype("float32")
+    weights = rng.normal(size=(6, 2)).astype("float32")
+    (kernel_grad,) = gradients(
+        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * weights),
+        [quantizer.projection.kernel],
+    )
+    # d quantized / d z = d bound / d z / (L // 2), elementwise; with an
+    # identity kernel the kernel gradient is z^T (weights * that).
+    levels_array = np.array(levels, dtype="float64")
+    half_l = (levels_array - 1) * 1.001 / 2
+    shift = np.arctanh(np.where(levels_array % 2 == 0, 0.5, 0.0) / half_l)
+    derivative = (1 - np.tanh(z + shift) ** 2) * half_l / (levels_array // 2)
+    np.testing.assert_allclose(kernel_grad, z.T @ (weights * derivative), rtol=1e-4)
+
+
+def test_first_training_batch_sets_the_standardization_once(rng):
+    quantizer = identity_fsq((8, 5))
+    first = rng.normal(loc=[3.0, -1.0], scale=[0.01, 0.5], size=(4000, 2))
+    quantizer(first.astype("float32"), training=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.latent_shift), first.mean(0), rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.latent_scale), 1 / first.std(0), rtol=1e-3
+    )
+    standardized = ops.convert_to_numpy(quantizer.project(first.astype("float32")))
+    np.testing.assert_allclose(standardized.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(standardized.std(0), 1, rtol=1e-3)
+    # The statistics stay: later batches and inference use them unchanged.
+    quantizer(rng.normal(size=(100, 2)).astype("float32") * 10, training=True)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.latent_scale), 1 / first.std(0), rtol=1e-3
+    )
+    # Spread over the grid: most codes of the first batch are in use.
+    tokens = ops.convert_to_numpy(quantizer.tokenize(first.astype("float32")))
+    assert len(np.unique(tokens)) >= 30
+
+
+def test_without_data_init_small_latents_all_round_to_the_centre(rng):
+    # What data_init is for: the DeepMind encoder's outputs start near 0.02.
+    quantizer = identity_fsq((8, 5, 5, 5), data_init=False)
+    z = rng.normal(scale=0.02, size=(500, 4)).astype("float32")
+    quantizer(z, training=True)
+    assert len(np.unique(ops.convert_to_numpy(quantizer.tokenize(z)))) == 1
+    assert ops.convert_to_numpy(quantizer.latents_initialized) == 0
+
+
+@pytest.mark.parametrize(
+    "levels, message",
+    [
+        ((), r"levels=\(\)"),
+        ((8, 1), r"levels=\(8, 1\)"),
+        ((8, 2.5), r"levels=\(8, 2.5\)"),
+        ("855", "levels='855'"),
+        ((2**16, 2**16), "2\\*\\*31"),
+    ],
+)
+def test_bad_levels_raise(levels, message):
+    with pytest.raises(ValueError, match=message):
+        FiniteScalarQuantizer(levels=levels)

@@ -82,7 +82,9 @@ def test_gradient_is_straight_through_the_rounding(rng):
     z = rng.normal(size=(6, 2)).astype("float32")
     weights = rng.normal(size=(6, 2)).astype("float32")
     (kernel_grad,) = gradients(
-        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * weights),
+        lambda: ops.sum(
+            quantizer(ops.convert_to_tensor(z))[0] * ops.convert_to_tensor(weights)
+        ),
         [quantizer.projection.kernel],
     )
     # d quantized / d z = d bound / d z / (L // 2), elementwise; with an

@@ -100,7 +100,9 @@ def test_gradient_of_the_output_is_straight_through(rng):
     z = rng.normal(size=(8, 3)).astype("float32")
     weights = rng.normal(size=(8, 3)).astype("float32")
     (kernel_grad,) = gradients(
-        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * weights),
+        lambda: ops.sum(
+            quantizer(ops.convert_to_tensor(z))[0] * ops.convert_to_tensor(weights)
+        ),
         [quantizer.projection.kernel],
     )
     np.testing.assert_allclose(kernel_grad, z.T @ weights, rtol=1e-5)

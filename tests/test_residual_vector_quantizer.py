@@ -106,7 +106,9 @@ def test_output_gradient_is_one_straight_through_identity(rng):
     z = rng.normal(size=(10, D)).astype("float32")
     weights = rng.normal(size=(10, D)).astype("float32")
     (kernel_grad,) = gradients(
-        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * weights),
+        lambda: ops.sum(
+            quantizer(ops.convert_to_tensor(z))[0] * ops.convert_to_tensor(weights)
+        ),
         [quantizer.projection.kernel],
     )
     # Not STAGES times the identity: the stages' outputs are not summed

@@ -498,7 +498,9 @@ def test_rotation_trick_forward_is_the_code_and_gradient_rotates(rng):
     codes = to_numpy(quantizer.codebook)[to_numpy(tokens)]
     np.testing.assert_allclose(to_numpy(quantized), codes, atol=1e-5)
     (kernel_grad,) = gradients(
-        lambda: ops.sum(quantizer(ops.convert_to_tensor(z))[0] * upstream),
+        lambda: ops.sum(
+            quantizer(ops.convert_to_tensor(z))[0] * ops.convert_to_tensor(upstream)
+        ),
         [quantizer.projection.kernel],
     )
     # With an identity projection, dL/dkernel = z^T (dL/dz).

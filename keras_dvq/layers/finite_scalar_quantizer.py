@@ -159,7 +159,7 @@ class FiniteScalarQuantizer(Quantizer):
             ops.convert_to_tensor(value)
             for value in (self._shift, self._half_l, self._offset)
         )
-        return ops.tanh(latents + shift) * half_l - offset
+        return ops.tanh(ops.convert_to_tensor(latents) + shift) * half_l - offset
 
     def quantize_latents(self, latents, training=False):
         if training and self.data_init:

@@ -376,10 +376,11 @@ def build_models(name, config):
 
 
 def _identity_bottleneck_class():
-    import keras
     from keras import ops
 
-    class IdentityBottleneck(keras.layers.Layer):
+    from keras_dvq.layers import Quantizer
+
+    class IdentityBottleneck(Quantizer):
         """The quantizer's 1x1 projection to `embedding_dim`, passed through.
 
         Tokens are zeros, so the model's usage histogram costs the same as
@@ -395,30 +396,15 @@ def _identity_bottleneck_class():
         """
 
         def __init__(self, num_embeddings=512, embedding_dim=64, **kwargs):
-            super().__init__(**kwargs)
-            self.num_embeddings = num_embeddings
-            self.embedding_dim = embedding_dim
-            self.projection = keras.layers.Dense(
-                embedding_dim, dtype=self.dtype_policy, name="projection"
-            )
+            super().__init__(latent_dim=embedding_dim, **kwargs)
+            self.num_embeddings = self.vocabulary_size = num_embeddings
+            self.embedding_dim = self.quantized_dim = embedding_dim
 
-        def build(self, input_shape):
-            self.projection.build(input_shape)
+        def quantize_latents(self, latents, training=False):
+            return latents, self.tokens_of(latents), ops.zeros((), "float32")
 
-        def call(self, inputs, training=False):
-            projected = self.projection(inputs)
-            return projected, ops.zeros(ops.shape(projected)[:-1], "int32")
-
-        def compute_output_shape(self, input_shape):
-            shape = tuple(input_shape[:-1])
-            return shape + (self.embedding_dim,), shape
-
-        def compute_output_spec(self, inputs, training=False):
-            shape = tuple(inputs.shape[:-1])
-            return (
-                keras.KerasTensor(shape + (self.embedding_dim,), self.compute_dtype),
-                keras.KerasTensor(shape, dtype="int32"),
-            )
+        def tokens_of(self, latents):
+            return ops.zeros(ops.shape(latents)[:-1], "int32")
 
     return IdentityBottleneck
 

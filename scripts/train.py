@@ -326,6 +326,9 @@ def device_scope(args):
 
 
 def train(args):
+    # Flags of another flavor fail before anything is written.
+    recipe_hparams(args)
+    quantizer_options(args)
     with run_directory.RunLock(args.out):
         remove_temporaries(args.out)
         remove_temporaries(os.path.join(args.out, "backup"))
@@ -342,7 +345,6 @@ def _train(args):
     if args.resume and not os.path.isdir(backup_dir):
         raise ValueError(f"--resume: no interrupted run to continue in {args.out}.")
     hparams = recipe_hparams(args)
-    quantizer_options(args)  # a flag of another flavor fails before any write
     config = {k: v for k, v in vars(args).items() if k not in NOT_RUN_CONFIG}
     changed = run_directory.check_run_config(
         args.out, {**config, **hparams}, args.resume, MAY_CHANGE_ON_RESUME

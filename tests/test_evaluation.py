@@ -119,8 +119,20 @@ def test_rate_statistics_of_a_hand_made_histogram():
 def test_rate_statistics_rejects_bad_histograms():
     with pytest.raises(ValueError, match="non-negative"):
         evaluation.rate_statistics(np.array([1, -1]), 4)
-    with pytest.raises(ValueError, match="1-D"):
-        evaluation.rate_statistics(np.ones((2, 2)), 4)
+    with pytest.raises(ValueError, match="one row per stage.*shape \\(2, 2, 2\\)"):
+        evaluation.rate_statistics(np.ones((2, 2, 2)), 4)
+
+
+def test_rate_of_residual_stages_sums_their_entropies():
+    # Stage 1 spreads over 4 codes (2 bits), stage 2 over 2 (1 bit): a
+    # position carries 3 bits; the pooled histogram would claim less.
+    counts = np.array([[5, 5, 5, 5, 0, 0, 0, 0], [10, 10, 0, 0, 0, 0, 0, 0]])
+    stats = evaluation.rate_statistics(counts, tokens_per_image=2 * 64)
+    assert stats["bits_per_token"] == pytest.approx(1.5)
+    assert stats["bits_per_image"] == pytest.approx(3 * 64)
+    assert stats["codes_used"] == 2
+    assert stats["codes_used_per_stage"] == [4, 2]
+    assert stats["vocabulary_size"] == 8
 
 
 def test_split_evaluation_in_chunks_equals_one_pass(real_images):
@@ -141,6 +153,24 @@ def test_split_evaluation_in_chunks_equals_one_pass(real_images):
     assert result["codes_used"] == len(np.unique(tokens))
     per_image = numpy(evaluation.psnr(real_images, reconstructions))
     assert expected["psnr"] == pytest.approx(per_image.mean(), abs=1e-4)
+
+
+def test_split_evaluation_keeps_one_histogram_per_stage(real_images):
+    rng = np.random.default_rng(0)
+    tokens = np.stack(
+        [rng.integers(0, 8, size=(16, 8, 8)), rng.integers(0, 2, size=(16, 8, 8))],
+        axis=-1,
+    )
+    split = evaluation.SplitEvaluation(8)
+    split.update(real_images, real_images, tokens)
+    result = split.result()
+    assert split.counts.shape == (2, 8)
+    np.testing.assert_array_equal(
+        split.counts[1, :2], np.bincount(tokens[..., 1].ravel())
+    )
+    assert result["tokens_per_image"] == 128
+    assert result["codes_used_per_stage"] == [8, 2]
+    assert result["bits_per_token"] == pytest.approx((3 + 1) / 2, abs=0.02)
 
 
 def test_split_evaluation_errors():

@@ -175,6 +175,22 @@ def test_gumbel_logit_laplace_model_exports(images, tmp_path):
     np.testing.assert_allclose(served["decoded"], reconstructions, atol=0.51)
 
 
+def test_residual_tokens_export_with_their_depth_axis(images, tmp_path):
+    model = VQVAE.from_flavors(
+        vq_flavor="rvq", num_quantizers=3, num_embeddings=K, embedding_dim=4, n_hid=8
+    )
+    model.build((None, 32, 32, 3))
+    export_dir = export_tokenizer(model, str(tmp_path / "1"), image_shape=(32, 32, 3))
+    info = read_tokenizer_info(export_dir)
+    assert info["token_shape"] == [8, 8, 3]
+    assert info["vocabulary_size"] == K
+    served = serve(export_dir, images[:8], tmp_path)
+    assert served["tokens"].shape == (8, 8, 8, 3)
+    np.testing.assert_array_equal(served["tokens"], model.encode(images[:8]))
+    reconstructions = model.predict(images[:8], verbose=0) * 255.0
+    np.testing.assert_allclose(served["decoded"], reconstructions, atol=0.51)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -36,8 +36,12 @@ def train_script():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "flavor_flags",
-    [[], ["--vq_flavor", "gumbel", "--loss_flavor", "logit_laplace"]],
-    ids=["vqvae", "gumbel"],
+    [
+        [],
+        ["--vq_flavor", "gumbel", "--loss_flavor", "logit_laplace"],
+        ["--vq_flavor", "rvq", "--num_quantizers", "2"],
+    ],
+    ids=["vqvae", "gumbel", "rvq"],
 )
 def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_flags):
     out = tmp_path / "run"
@@ -222,6 +226,41 @@ def test_gumbel_flags_need_the_gumbel_flavor(train_script, tmp_path, capsys):
     assert train_script.main(["--kl_weight", "0.1", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error == "train.py: error: --kl_weight applies to --vq_flavor gumbel only."
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--levels", "8,5"], "--levels applies to --vq_flavor fsq only."),
+        (["--vq_flavor", "lfq", "--levels", "8,5"], "--levels applies to"),
+        (["--vq_flavor", "fsq", "--num_quantizers", "2"], "--num_quantizers applies"),
+        (["--vq_flavor", "rvq", "--rotation_trick"], "--rotation_trick applies"),
+    ],
+)
+def test_quantizer_flags_need_their_flavor(
+    train_script, tmp_path, capsys, flags, message
+):
+    out = tmp_path / "run"
+    assert train_script.main([*flags, "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("train.py: error: ") and message in error
+    assert len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--vq_flavor", "fsq", "--num_embeddings", "8"], "--num_embeddings does not"),
+        (["--vq_flavor", "lfq", "--embedding_dim=8"], "--embedding_dim does not"),
+        (["--vq_flavor", "fsq", "--levels", "8,1"], "integers >= 2"),
+    ],
+)
+def test_sizes_of_another_flavor_exit_2(train_script, tmp_path, capsys, flags, match):
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main([*flags, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 TRAIN_ON_TWO_CPUS = """

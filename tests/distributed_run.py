@@ -32,8 +32,6 @@ FLAVORS = {
     "ema": {**SIZES, "use_ema": True, "dead_code_threshold": 0.0},
     "gradient": {**SIZES, "seed_faithful": True},
     "restarts": {**SIZES, "use_ema": True, "dead_code_threshold": 40.0},
-    "cosine": {**SIZES, "use_cosine_sim": True, "dead_code_threshold": 0.0},
-    "rotation": {**SIZES, "rotation_trick": True, "seed_faithful": True},
     "fsq": {"vq_flavor": "fsq", "levels": (4, 3, 3)},
     "lfq": {"vq_flavor": "lfq", "codebook_bits": 4, "inverse_temperature": 2.0},
     "rvq": {

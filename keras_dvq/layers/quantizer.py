@@ -105,7 +105,7 @@ class Quantizer(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         quantized, tokens, latent_loss = self.quantize_latents(
-            self.project(inputs), training=training
+            self.project(inputs, training=training), training=training
         )
         # Added last: under tf.distribute the state updates in `quantize_latents`
         # sync the replicas, which take turns in threads sharing this layer's
@@ -113,7 +113,7 @@ class Quantizer(keras.layers.Layer):
         self.add_loss(latent_loss)
         return ops.cast(quantized, self.compute_dtype), tokens
 
-    def project(self, inputs):
+    def project(self, inputs, training=False):
         """Returns the float32 latents that the quantization works on."""
         return ops.cast(self.projection(inputs), "float32")
 

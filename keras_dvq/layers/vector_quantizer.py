@@ -184,8 +184,8 @@ class VectorQuantizer(Quantizer):
             # A copy: JAX donates variable buffers, which must not be shared.
             self.ema_embedding_sum.assign(ops.copy(self.codebook.value))
 
-    def project(self, inputs):
-        latents = super().project(inputs)
+    def project(self, inputs, training=False):
+        latents = super().project(inputs, training=training)
         if self.use_cosine_sim:
             return _l2_normalize(latents)
         return latents

@@ -86,6 +86,7 @@ def test_cli_writes_tf_serving_layout_and_prints_signatures(cli_export):
     assert "serving_default: images uint8 (None, 32, 32, 3)" in stdout
     assert read_tokenizer_info(base / "1") == {
         "num_embeddings": K,
+        "vocabulary_size": K,
         "stride": 4,
         "image_shape": [32, 32, 3],
         "token_shape": [8, 8],

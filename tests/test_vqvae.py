@@ -191,10 +191,12 @@ def test_project_returns_the_quantizer_inputs(trained, images):
     codebook = ops.convert_to_numpy(trained.quantizer.codebook)
     distances = ((z_e[..., None, :] - codebook) ** 2).sum(-1)
     np.testing.assert_array_equal(distances.argmin(-1), trained.encode(images))
+    # Every quantizer projects: the Gumbel flavor's latents are its logits.
     gumbel = make_model("gumbel")
     gumbel.build((None, SIZE, SIZE, 3))
-    with pytest.raises(ValueError, match="GumbelQuantizer"):
-        gumbel.project(images)
+    logits = gumbel.project(images)
+    assert logits.shape == (16, SIZE // 4, SIZE // 4, gumbel.quantizer.vocabulary_size)
+    np.testing.assert_array_equal(logits.argmax(-1), gumbel.encode(images))
 
 
 def test_uint8_images_are_scaled_to_the_unit_interval(trained):

@@ -769,6 +769,14 @@ def fit_timeline(events, batch_size):
             epoch_starts.append(times("train_batch_begin")[index] - begin)
             excess = train_steps[index] - statistics.median(train_steps)
             first_step_excess.append(excess)
+    # From each epoch's last step to the next epoch's start (or the end of
+    # `fit`), validation left out: the epoch-end callbacks.
+    boundaries = times("epoch_begin")[1:] + times("train_end")[-1:]
+    validations = durations("test") or [0.0] * len(boundaries)
+    epoch_ends = []
+    for boundary, validation in zip(boundaries, validations, strict=False):
+        last_step = max(t for t in times("train_batch_end") if t < boundary)
+        epoch_ends.append(boundary - last_step - validation)
     return {
         "wall_seconds": wall,
         "train_steps": len(train_steps),
@@ -782,6 +790,10 @@ def fit_timeline(events, batch_size):
         "validation_seconds": durations("test"),
         "epoch_start_seconds": epoch_starts,
         "first_step_excess_seconds": first_step_excess,
+        "epoch_end_seconds": epoch_ends,
+        # Steps' time above their median (stalls inside steps).
+        "in_step_excess_seconds": sum(train_steps[1:])
+        - timed_train * statistics.median(train_steps),
         "slowest_steps": [
             (index, train_steps[index])
             for index in sorted(range(1, len(train_steps)), key=train_steps.__getitem__)

@@ -184,3 +184,5 @@ def test_fit_timeline_separates_steps_from_stalls():
     assert timeline["images_per_s"] == pytest.approx(50 / 11)
     assert timeline["step_images_per_s"] == pytest.approx(10.0)
     assert timeline["validation_seconds"] == pytest.approx([1.0, 1.0])
+    assert timeline["epoch_end_seconds"] == pytest.approx([0.0, 0.0])
+    assert timeline["in_step_excess_seconds"] == pytest.approx(0.0)

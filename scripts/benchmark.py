@@ -64,6 +64,14 @@ MODELS = {
         "loss_flavor": "logit_laplace",
     },
 }
+# DALL-E's codebook size on larger images: the DeepMind VQ-VAE (stride 4)
+# with 8,192 codes; the distance matrix holds batch * (size / 4)^2 * 8,192
+# floats.
+LARGE = {"deepmind_k8192_64": 64, "deepmind_k8192_128": 128}
+LARGE_SETTINGS = {
+    "full": {"batch_size": 32, "warmup_steps": 2, "window_steps": 6},
+    "quick": {"batch_size": 2, "warmup_steps": 1, "window_steps": 2},
+}
 FULL = {
     "batch_size": 128,
     "n_hid": 64,
@@ -95,7 +103,11 @@ def parse_args(argv=None):
     add = parser.add_argument
     add("--backend", default=None, help="comma-separated; default: all installed")
     add("--device", choices=["cpu", "gpu"], default="cpu")
-    add("--models", default="deepmind,dalle", help="comma-separated: deepmind,dalle")
+    add(
+        "--models",
+        default="deepmind,dalle",
+        help="comma-separated: deepmind,dalle,deepmind_k8192_64,deepmind_k8192_128",
+    )
     add("--batch_size", type=_positive_int, help="default 128 (8 with --quick)")
     add("--rounds", type=_positive_int, help="timed windows per configuration")
     add("--mixed_precision", action="store_true", help="also mixed_bfloat16")
@@ -106,9 +118,10 @@ def parse_args(argv=None):
     add("--policy", default="float32", help=argparse.SUPPRESS)
     add("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = set(args.models.split(",")) - set(MODELS)
+    unknown = set(args.models.split(",")) - set(MODELS) - set(LARGE)
     if unknown:
-        parser.error(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+        choices = list(MODELS) + list(LARGE)
+        parser.error(f"--models: unknown {sorted(unknown)}; choose from {choices}")
     unknown = set((args.backend or "tensorflow").split(",")) - set(BACKENDS)
     if unknown:
         parser.error(f"--backend: unknown {sorted(unknown)}; choose from {BACKENDS}")
@@ -128,7 +141,7 @@ def _positive_int(text):
 
 
 def settings(args):
-    config = dict(QUICK if args.quick else FULL)
+    config = dict(QUICK if args.quick else FULL, quick=args.quick)
     if args.batch_size:
         config["batch_size"] = config["fit_batch_size"] = args.batch_size
     if args.rounds:
@@ -256,6 +269,8 @@ def format_table(report):
                 fits.append((backend, r))
                 continue
             ratio = f"{pipeline / r['train_images_per_s']:.1f}x" if pipeline else "-"
+            if name in LARGE:
+                name += f" (batch {r['batch_size']})"
             lines.append(
                 f"| {backend} | {name} | {r['train_images_per_s']:,.0f} "
                 f"| {r['reference_images_per_s']:,.0f} "
@@ -403,13 +418,13 @@ class ReferenceLoop:
 
     data_variance = 0.06327039811675479
 
-    def __init__(self, n_hid=64, seed=0):
+    def __init__(self, n_hid=64, num_embeddings=512, seed=0):
         import torch
 
         torch.manual_seed(seed)
         self.torch = torch
         self.threads = torch.get_num_threads()
-        self.model = reference_model(n_hid=n_hid)
+        self.model = reference_model(n_hid=n_hid, num_embeddings=num_embeddings)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=3e-4, weight_decay=1e-4
         )
@@ -501,13 +516,17 @@ def measure_pipeline(config):
     return {"images_per_s": config["pipeline_batches"] * batch_size / seconds}
 
 
-def sample_images(count, split="train"):
+def sample_images(count, split="train", image_size=32):
+    """`count` patches of `sample`, repeated as needed; larger sizes are
+    the 32x32 patches scaled up by pixel repetition."""
     import numpy as np
 
     from keras_dvq.sample_data import load_sample_patches
 
     images = load_sample_patches(split)
-    return images[np.arange(count) % len(images)]
+    images = images[np.arange(count) % len(images)]
+    scale = image_size // 32
+    return images.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
 def build_models(name, config):
@@ -517,8 +536,12 @@ def build_models(name, config):
     from keras_dvq.models import VQVAE
     from keras_dvq.models.vqvae import ENCODER_DECODERS
 
-    flavors = MODELS[name]
-    sizes = {"num_embeddings": 512, "embedding_dim": 64, "n_hid": config["n_hid"]}
+    flavors = MODELS["deepmind" if name in LARGE else name]
+    sizes = {
+        "num_embeddings": config["num_embeddings"],
+        "embedding_dim": 64,
+        "n_hid": config["n_hid"],
+    }
     model = VQVAE.from_flavors(**flavors, **sizes)
     encoder_class, decoder_class = ENCODER_DECODERS[flavors["enc_dec_flavor"]]
     twin = VQVAE(
@@ -533,7 +556,7 @@ def build_models(name, config):
         ),
         reconstruction_loss=flavors["loss_flavor"],
     )
-    shape = (None, 32, 32, 3)
+    shape = (None, config["image_size"], config["image_size"], 3)
     for m in (model, twin):
         m.build(shape)
         m.compile()
@@ -632,10 +655,20 @@ def timed_encode(model, images, batch_size):
 
 
 def measure_model(name, config, device):
-    batch_size = config["batch_size"]
+    config = {**config, "num_embeddings": 512, "image_size": 32}
+    if name in LARGE:
+        config.update(
+            LARGE_SETTINGS["quick" if config["quick"] else "full"],
+            num_embeddings=8192,
+            image_size=LARGE[name],
+            encode_batches=4,
+        )
+    batch_size, size = config["batch_size"], config["image_size"]
     model, twin, keras = build_models(name, config)
-    window = sample_images(config["window_steps"] * batch_size)
-    encode_images = sample_images(config["encode_batches"] * batch_size, "validation")
+    window = sample_images(config["window_steps"] * batch_size, image_size=size)
+    encode_images = sample_images(
+        config["encode_batches"] * batch_size, "validation", image_size=size
+    )
     # Warm-up: compilation and the first steps of each configuration.
     for m in (model, twin):
         m.fit(
@@ -645,7 +678,7 @@ def measure_model(name, config, device):
             verbose=0,
         )
     model.encode(encode_images, batch_size=batch_size)
-    reference = ReferenceLoop(n_hid=config["n_hid"])
+    reference = ReferenceLoop(config["n_hid"], config["num_embeddings"])
     reference.timed_window(window[: 2 * batch_size], batch_size)  # warm-up
     # Rounds of quantizer, identity, reference and encode windows, the
     # training order reversed every round (A B R, R B A, ...): load drifts
@@ -667,6 +700,15 @@ def measure_model(name, config, device):
     return {
         "model": name,
         "parameters": model.count_params(),
+        "batch_size": batch_size,
+        "image_size": size,
+        "num_embeddings": config["num_embeddings"],
+        # The (rows, codes) float32 distances of one training step.
+        "distance_matrix_mb": batch_size
+        * (size // model.encoder.stride) ** 2
+        * config["num_embeddings"]
+        * 4
+        / 2**20,
         "train_images_per_s": train_rate,
         "identity_images_per_s": identity_rate,
         # Extra time per image relative to the identity step.

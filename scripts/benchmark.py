@@ -476,6 +476,8 @@ def run_worker(args):
     result.update(
         backend=keras.backend.backend(),
         policy=args.policy,
+        # The machine is shared: what else ran beside this measurement.
+        load_average=os.getloadavg(),
         keras_dvq=os.path.dirname(keras_dvq.__file__),
     )
     with open(args.result, "w") as file:

@@ -186,3 +186,11 @@ def test_fit_timeline_separates_steps_from_stalls():
     assert timeline["validation_seconds"] == pytest.approx([1.0, 1.0])
     assert timeline["epoch_end_seconds"] == pytest.approx([0.0, 0.0])
     assert timeline["in_step_excess_seconds"] == pytest.approx(0.0)
+
+
+def test_larger_images_repeat_the_sample_pixels():
+    small = benchmark.sample_images(3)
+    large = benchmark.sample_images(3, image_size=64)
+    assert large.shape == (3, 64, 64, 3) and large.dtype == small.dtype
+    assert (large[:, ::2, ::2] == small).all()
+    assert (large[:, 1::2, 1::2] == small).all()

@@ -108,7 +108,13 @@ def load_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # No tf.data autotuning: dropping an iterator joins its autotune thread,
+    # which took 1-5 s here, and Keras drops one per pass over a finite
+    # dataset (each validation, each epoch without `steps_per_epoch`). The
+    # pipeline is as fast without it (docs/benchmarks.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def class_names(name, data_dir=None):

@@ -18,7 +18,18 @@ since the backend is fixed at import):
 - peak memory: the process' maximum resident set on CPU, the device's peak
   allocation on GPU;
 - whether the compiled training step runs without host round-trips;
-- the `sample` tf.data input pipeline alone (images/s).
+- the `sample` tf.data input pipeline alone (images/s);
+- the reference: a plain PyTorch training loop of the original DeepMind
+  VQ-VAE (`reference_model`, 695,491 parameters, gradient codebook, AdamW,
+  the original's loss), timed on the same batches in the same rounds and
+  process as each Keras model; every Keras figure is also given as a ratio
+  to it, since absolute figures on shared machines move by 2x;
+- a whole `fit` of `scripts/train.py`'s path (the `sample` pipeline with
+  augmentation, validation every epoch, its callbacks and backups; 2
+  epochs) beside its own median step, between reference windows: images/s,
+  the ratio to the reference, and how far the whole `fit` runs over the
+  time of its training and validation steps (epoch starts, callbacks,
+  stalls; `fit_over_steps`).
 
 Writes the results as JSON (`--out`) and prints a table. `--mixed_precision`
 adds the DeepMind model under `mixed_bfloat16` (throughput, and the codebook
@@ -53,6 +64,14 @@ MODELS = {
         "loss_flavor": "logit_laplace",
     },
 }
+# DALL-E's codebook size on larger images: the DeepMind VQ-VAE (stride 4)
+# with 8,192 codes; the distance matrix holds batch * (size / 4)^2 * 8,192
+# floats.
+LARGE = {"deepmind_k8192_64": 64, "deepmind_k8192_128": 128}
+LARGE_SETTINGS = {
+    "full": {"batch_size": 32, "warmup_steps": 2, "window_steps": 6},
+    "quick": {"batch_size": 2, "warmup_steps": 1, "window_steps": 2},
+}
 FULL = {
     "batch_size": 128,
     "n_hid": 64,
@@ -62,6 +81,8 @@ FULL = {
     "encode_batches": 32,
     "pipeline_batches": 150,
     "usage_steps": 300,
+    "fit_batch_size": 128,
+    "fit_epochs": 2,
 }
 QUICK = {
     "batch_size": 8,
@@ -72,6 +93,8 @@ QUICK = {
     "encode_batches": 2,
     "pipeline_batches": 6,
     "usage_steps": 3,
+    "fit_batch_size": 1024,  # 20 steps an epoch
+    "fit_epochs": 2,
 }
 
 
@@ -80,7 +103,11 @@ def parse_args(argv=None):
     add = parser.add_argument
     add("--backend", default=None, help="comma-separated; default: all installed")
     add("--device", choices=["cpu", "gpu"], default="cpu")
-    add("--models", default="deepmind,dalle", help="comma-separated: deepmind,dalle")
+    add(
+        "--models",
+        default="deepmind,dalle",
+        help="comma-separated: deepmind,dalle,deepmind_k8192_64,deepmind_k8192_128",
+    )
     add("--batch_size", type=_positive_int, help="default 128 (8 with --quick)")
     add("--rounds", type=_positive_int, help="timed windows per configuration")
     add("--mixed_precision", action="store_true", help="also mixed_bfloat16")
@@ -91,9 +118,10 @@ def parse_args(argv=None):
     add("--policy", default="float32", help=argparse.SUPPRESS)
     add("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = set(args.models.split(",")) - set(MODELS)
+    unknown = set(args.models.split(",")) - set(MODELS) - set(LARGE)
     if unknown:
-        parser.error(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+        choices = list(MODELS) + list(LARGE)
+        parser.error(f"--models: unknown {sorted(unknown)}; choose from {choices}")
     unknown = set((args.backend or "tensorflow").split(",")) - set(BACKENDS)
     if unknown:
         parser.error(f"--backend: unknown {sorted(unknown)}; choose from {BACKENDS}")
@@ -113,9 +141,9 @@ def _positive_int(text):
 
 
 def settings(args):
-    config = dict(QUICK if args.quick else FULL)
+    config = dict(QUICK if args.quick else FULL, quick=args.quick)
     if args.batch_size:
-        config["batch_size"] = args.batch_size
+        config["batch_size"] = config["fit_batch_size"] = args.batch_size
     if args.rounds:
         config["rounds"] = args.rounds
     return config
@@ -141,8 +169,11 @@ def main(argv=None):
     for backend in backends:
         results = report["backends"][backend] = {}
         tasks = [(model, model, "float32") for model in models]
+        if "deepmind" in models:
+            tasks.append(("fit", "fit", "float32"))
         if args.mixed_precision and "deepmind" in models:
             tasks.append(("deepmind_mixed_bfloat16", "deepmind", "mixed_bfloat16"))
+            tasks.append(("fit_mixed_bfloat16", "fit", "mixed_bfloat16"))
             tasks += [(f"usage_{p}", "usage", p) for p in ("float32", "mixed_bfloat16")]
         for key, task, policy in tasks:
             results[key] = launch(args, backend, task, policy)
@@ -218,13 +249,15 @@ def launch(args, backend, task, policy="float32"):
 
 
 def format_table(report):
+    """The per-step table, the whole-fit table and the usage table."""
     lines = [
-        "| backend | model | train img/s | identity img/s | quantizer overhead "
-        "| encode img/s | encode / train | pipeline / train | peak memory MB "
-        "| host round-trips |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | model | train img/s | reference img/s | train / reference "
+        "| identity / reference | quantizer overhead | encode img/s | encode / train "
+        "| pipeline / train | peak memory MB | host round-trips |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pipeline = report["pipeline"].get("images_per_s")
+    fits = []
     for backend, results in report["backends"].items():
         for name, r in results.items():
             if name.startswith("usage_"):
@@ -232,10 +265,17 @@ def format_table(report):
             if "error" in r:
                 lines.append(f"| {backend} | {name} | error: {r['error'][-80:]} |")
                 continue
+            if name.startswith("fit"):
+                fits.append((backend, r))
+                continue
             ratio = f"{pipeline / r['train_images_per_s']:.1f}x" if pipeline else "-"
+            if name in LARGE:
+                name += f" (batch {r['batch_size']})"
             lines.append(
                 f"| {backend} | {name} | {r['train_images_per_s']:,.0f} "
-                f"| {r['identity_images_per_s']:,.0f} "
+                f"| {r['reference_images_per_s']:,.0f} "
+                f"| {r['train_over_reference']:.2f}x "
+                f"| {r['identity_over_reference']:.2f}x "
                 f"| {100 * r['quantizer_overhead']:+.1f}% "
                 f"| {r['encode_images_per_s']:,.0f} "
                 f"| {r['encode_over_train']:.1f}x | {ratio} "
@@ -243,6 +283,25 @@ def format_table(report):
             )
     if pipeline:
         lines.append(f"\ninput pipeline (`sample`, tf.data): {pipeline:,.0f} images/s")
+    if fits:
+        lines.append(
+            "\nWhole `fit` of scripts/train.py's path (`sample` pipeline with "
+            "augmentation, validation every epoch, its callbacks):\n\n"
+            "| backend | policy | steps | fit img/s | step img/s | reference img/s "
+            "| fit / reference | step / reference | fit over steps | slowest step s "
+            "| val PSNR | codes used |\n" + "|---" * 12 + "|"
+        )
+        for backend, r in fits:
+            lines.append(
+                f"| {backend} | {r['policy']} | {r['train_steps']} "
+                f"| {r['images_per_s']:,.0f} | {r['step_images_per_s']:,.0f} "
+                f"| {r['reference_images_per_s']:,.0f} "
+                f"| {r['fit_over_reference']:.2f}x | {r['step_over_reference']:.2f}x "
+                f"| {100 * r['fit_over_steps']:+.1f}% "
+                f"| {r['slowest_steps'][-1][1]:.2f} "
+                f"| {r['validation']['psnr']:.2f} "
+                f"| {r['validation']['cluster_use']:.0f} |"
+            )
     usage = [
         (backend, name[len("usage_") :], r)
         for backend, results in report["backends"].items()
@@ -273,6 +332,125 @@ def _load(values):
 
 
 # ---------------------------------------------------------------------------
+# The reference: a plain PyTorch training loop of the original architecture.
+
+
+def reference_model(n_hid=64, num_embeddings=512, embedding_dim=64):
+    """The original repo's DeepMind VQ-VAE as a plain `torch.nn.Module`.
+
+    Written here from the layer shapes of `keras_dvq.models.deepmind` (NCHW):
+    encoder `conv4x4/2, conv4x4/2, conv3x3, 2 residual blocks`, a 1x1
+    projection to `embedding_dim`, a codebook of `num_embeddings` codes
+    trained by gradient, decoder `conv3x3, 2 residual blocks, convT4x4/2,
+    convT4x4/2`. With the defaults it has 695,491 parameters.
+
+    `model(x)` takes images in-mapped to `[-0.5, 0.5]` and returns the
+    reconstruction, the latent loss and the token ids.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    class ResidualBlock(nn.Module):
+        # relu(x + conv1x1(relu(conv3x3(x)))), as DeepMindResidualBlock.
+        def __init__(self, channels, hidden):
+            super().__init__()
+            self.conv_in = nn.Conv2d(channels, hidden, 3, padding=1)
+            self.conv_out = nn.Conv2d(hidden, channels, 1)
+
+        def forward(self, x):
+            return functional.relu(x + self.conv_out(functional.relu(self.conv_in(x))))
+
+    class ReferenceVQVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            wide = 2 * n_hid
+            self.encoder = nn.Sequential(
+                nn.Conv2d(3, n_hid, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(n_hid, wide, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(wide, wide, 3, padding=1),
+                nn.ReLU(),
+                ResidualBlock(wide, n_hid // 2),
+                ResidualBlock(wide, n_hid // 2),
+            )
+            self.projection = nn.Conv2d(wide, embedding_dim, 1)
+            self.codebook = nn.Parameter(
+                torch.empty(num_embeddings, embedding_dim).uniform_(
+                    -1 / num_embeddings, 1 / num_embeddings
+                )
+            )
+            self.decoder = nn.Sequential(
+                nn.Conv2d(embedding_dim, wide, 3, padding=1),
+                nn.ReLU(),
+                ResidualBlock(wide, n_hid // 2),
+                ResidualBlock(wide, n_hid // 2),
+                nn.ConvTranspose2d(wide, n_hid, 4, stride=2, padding=1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(n_hid, 3, 4, stride=2, padding=1),
+            )
+
+        def forward(self, x):
+            z_e = self.projection(self.encoder(x)).permute(0, 2, 3, 1)
+            flat = z_e.reshape(-1, z_e.shape[-1])
+            # Nearest code: argmin of |e|^2 - 2 z.e (|z|^2 is constant per row).
+            distances = self.codebook.square().sum(1) - 2 * flat @ self.codebook.T
+            tokens = distances.argmin(1).view(z_e.shape[:-1])
+            codes = self.codebook[tokens]
+            # VQ-VAE eq. 3: codebook term + beta (0.25) * commitment term,
+            # times the original repo's latent loss scale (10).
+            latent_loss = 10.0 * (
+                functional.mse_loss(codes, z_e.detach())
+                + 0.25 * functional.mse_loss(z_e, codes.detach())
+            )
+            # Straight-through estimator: decoder gradients pass to z_e.
+            quantized = z_e + (codes - z_e).detach()
+            return self.decoder(quantized.permute(0, 3, 1, 2)), latent_loss, tokens
+
+    return ReferenceVQVAE()
+
+
+class ReferenceLoop:
+    """AdamW steps of `reference_model` on uint8 NHWC batches, with the
+    original's loss: `mean((x - x_hat)^2) / (2 * CIFAR-10 variance)` on
+    in-mapped pixels (`x - 0.5`) plus the latent loss."""
+
+    data_variance = 0.06327039811675479
+
+    def __init__(self, n_hid=64, num_embeddings=512, seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.threads = torch.get_num_threads()
+        self.model = reference_model(n_hid=n_hid, num_embeddings=num_embeddings)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=3e-4, weight_decay=1e-4
+        )
+
+    def step(self, batch):
+        """One training step on a uint8 NHWC numpy batch; returns the loss."""
+        x = self.torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255 - 0.5
+        x_hat, latent_loss, _ = self.model(x)
+        nll = (x - x_hat).square().mean() / (2 * self.data_variance)
+        loss = nll + latent_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def timed_window(self, images, batch_size):
+        """Images/s over `images` in batches, from the first step's end to
+        the last's (as `timed_fit`)."""
+        times = []
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            self.step(images[start : start + batch_size])
+            times.append(time.perf_counter())
+        return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+# ---------------------------------------------------------------------------
 # A worker: one backend (fixed by KERAS_BACKEND), one measurement.
 
 
@@ -289,6 +467,8 @@ def run_worker(args):
         result = measure_pipeline(config)
     elif args.worker == "usage":
         result = measure_usage(config)
+    elif args.worker == "fit":
+        result = measure_whole_fit(config, args.policy)
     else:
         result = measure_model(args.worker, config, args.device)
     import keras_dvq
@@ -296,6 +476,8 @@ def run_worker(args):
     result.update(
         backend=keras.backend.backend(),
         policy=args.policy,
+        # The machine is shared: what else ran beside this measurement.
+        load_average=os.getloadavg(),
         keras_dvq=os.path.dirname(keras_dvq.__file__),
     )
     with open(args.result, "w") as file:
@@ -336,13 +518,17 @@ def measure_pipeline(config):
     return {"images_per_s": config["pipeline_batches"] * batch_size / seconds}
 
 
-def sample_images(count, split="train"):
+def sample_images(count, split="train", image_size=32):
+    """`count` patches of `sample`, repeated as needed; larger sizes are
+    the 32x32 patches scaled up by pixel repetition."""
     import numpy as np
 
     from keras_dvq.sample_data import load_sample_patches
 
     images = load_sample_patches(split)
-    return images[np.arange(count) % len(images)]
+    images = images[np.arange(count) % len(images)]
+    scale = image_size // 32
+    return images.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
 def build_models(name, config):
@@ -352,8 +538,12 @@ def build_models(name, config):
     from keras_dvq.models import VQVAE
     from keras_dvq.models.vqvae import ENCODER_DECODERS
 
-    flavors = MODELS[name]
-    sizes = {"num_embeddings": 512, "embedding_dim": 64, "n_hid": config["n_hid"]}
+    flavors = MODELS["deepmind" if name in LARGE else name]
+    sizes = {
+        "num_embeddings": config["num_embeddings"],
+        "embedding_dim": 64,
+        "n_hid": config["n_hid"],
+    }
     model = VQVAE.from_flavors(**flavors, **sizes)
     encoder_class, decoder_class = ENCODER_DECODERS[flavors["enc_dec_flavor"]]
     twin = VQVAE(
@@ -368,7 +558,7 @@ def build_models(name, config):
         ),
         reconstruction_loss=flavors["loss_flavor"],
     )
-    shape = (None, 32, 32, 3)
+    shape = (None, config["image_size"], config["image_size"], 3)
     for m in (model, twin):
         m.build(shape)
         m.compile()
@@ -453,10 +643,20 @@ def timed_encode(model, images, batch_size):
 
 
 def measure_model(name, config, device):
-    batch_size = config["batch_size"]
+    config = {**config, "num_embeddings": 512, "image_size": 32}
+    if name in LARGE:
+        config.update(
+            LARGE_SETTINGS["quick" if config["quick"] else "full"],
+            num_embeddings=8192,
+            image_size=LARGE[name],
+            encode_batches=4,
+        )
+    batch_size, size = config["batch_size"], config["image_size"]
     model, twin, keras = build_models(name, config)
-    window = sample_images(config["window_steps"] * batch_size)
-    encode_images = sample_images(config["encode_batches"] * batch_size, "validation")
+    window = sample_images(config["window_steps"] * batch_size, image_size=size)
+    encode_images = sample_images(
+        config["encode_batches"] * batch_size, "validation", image_size=size
+    )
     # Warm-up: compilation and the first steps of each configuration.
     for m in (model, twin):
         m.fit(
@@ -466,30 +666,216 @@ def measure_model(name, config, device):
             verbose=0,
         )
     model.encode(encode_images, batch_size=batch_size)
-    # Rounds of quantizer, identity and encode windows, the training order
-    # swapped every round (A B, B A, ...): load drifts hit all three alike.
-    train, identity, encode = [], [], []
+    reference = ReferenceLoop(config["n_hid"], config["num_embeddings"])
+    reference.timed_window(window[: 2 * batch_size], batch_size)  # warm-up
+    # Rounds of quantizer, identity, reference and encode windows, the
+    # training order reversed every round (A B R, R B A, ...): load drifts
+    # hit all of them alike.
+    train, identity, encode, references = [], [], [], []
     for index in range(config["rounds"]):
-        pair = [(train, model), (identity, twin)]
-        for rates, trained in pair if index % 2 == 0 else pair[::-1]:
-            rates.append(timed_fit(trained, window, batch_size))
+        trio = [
+            (train, lambda: timed_fit(model, window, batch_size)),
+            (identity, lambda: timed_fit(twin, window, batch_size)),
+            (references, lambda: reference.timed_window(window, batch_size)),
+        ]
+        for rates, timed in trio if index % 2 == 0 else trio[::-1]:
+            rates.append(timed())
         encode.append(timed_encode(model, encode_images, batch_size))
     train_rate = statistics.median(train)
     identity_rate = statistics.median(identity)
     encode_rate = statistics.median(encode)
+    reference_rate = statistics.median(references)
     return {
         "model": name,
         "parameters": model.count_params(),
+        "batch_size": batch_size,
+        "image_size": size,
+        "num_embeddings": config["num_embeddings"],
+        # The (rows, codes) float32 distances of one training step.
+        "distance_matrix_mb": batch_size
+        * (size // model.encoder.stride) ** 2
+        * config["num_embeddings"]
+        * 4
+        / 2**20,
         "train_images_per_s": train_rate,
         "identity_images_per_s": identity_rate,
         # Extra time per image relative to the identity step.
         "quantizer_overhead": identity_rate / train_rate - 1.0,
         "encode_images_per_s": encode_rate,
         "encode_over_train": encode_rate / train_rate,
-        "windows": {"train": train, "identity": identity, "encode": encode},
+        "reference_images_per_s": reference_rate,
+        "reference_threads": reference.threads,
+        "train_over_reference": train_rate / reference_rate,
+        "identity_over_reference": identity_rate / reference_rate,
+        "windows": {
+            "train": train,
+            "identity": identity,
+            "encode": encode,
+            "reference": references,
+        },
         "host_round_trips": host_round_trips(model, window[:batch_size]),
         "peak_memory_mb": peak_memory_mb(device),
         "memory_kind": "device peak" if device == "gpu" else "process max RSS",
+    }
+
+
+def _fit_timer():
+    """A callback recording the time of every event of a `fit`."""
+    import keras
+
+    class FitTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def _record(self, name):
+            self.events.append((name, time.perf_counter()))
+
+        def on_train_begin(self, logs=None):
+            self._record("train_begin")
+
+        def on_train_end(self, logs=None):
+            self._record("train_end")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._record("epoch_begin")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._record("epoch_end")
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._record("train_batch_begin")
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._record("train_batch_end")
+
+        def on_test_begin(self, logs=None):
+            self._record("test_begin")
+
+        def on_test_end(self, logs=None):
+            self._record("test_end")
+
+        def on_test_batch_begin(self, batch, logs=None):
+            self._record("test_batch_begin")
+
+        def on_test_batch_end(self, batch, logs=None):
+            self._record("test_batch_end")
+
+    return FitTimer()
+
+
+def fit_timeline(events, batch_size):
+    """What a whole `fit` spent its time on, from `FitTimer` events.
+
+    The clock runs from the end of the first training step (compilation and
+    k-means initialization left out) to the end of `fit`. `steps_seconds` is
+    what the training and validation steps would take at their median
+    durations; `fit_over_steps` is the rest (epoch starts, callbacks,
+    iterator set-up, stalls) as a fraction of it.
+    """
+
+    def times(name):
+        return [t for event, t in events if event == name]
+
+    def durations(prefix):
+        begins, ends = times(f"{prefix}_begin"), times(f"{prefix}_end")
+        return [end - begin for begin, end in zip(begins, ends, strict=True)]
+
+    train_steps = durations("train_batch")
+    test_steps = durations("test_batch")
+    wall = times("train_end")[-1] - times("train_batch_end")[0]
+    timed_train = len(train_steps) - 1
+    steps_seconds = timed_train * statistics.median(train_steps)
+    if test_steps:
+        steps_seconds += len(test_steps) * statistics.median(test_steps)
+    # From each epoch's start to its first step's start, and that first
+    # step's excess over the median step (a stall inside the iterator).
+    # The first epoch's first step compiles: left out.
+    epoch_starts, first_step_excess = [], []
+    for begin in times("epoch_begin")[1:]:
+        following = [i for i, t in enumerate(times("train_batch_begin")) if t > begin]
+        if following:
+            index = following[0]
+            epoch_starts.append(times("train_batch_begin")[index] - begin)
+            excess = train_steps[index] - statistics.median(train_steps)
+            first_step_excess.append(excess)
+    # From each epoch's last step to the next epoch's start (or the end of
+    # `fit`), validation left out: the epoch-end callbacks.
+    boundaries = times("epoch_begin")[1:] + times("train_end")[-1:]
+    validations = durations("test") or [0.0] * len(boundaries)
+    epoch_ends = []
+    for boundary, validation in zip(boundaries, validations, strict=False):
+        last_step = max(t for t in times("train_batch_end") if t < boundary)
+        epoch_ends.append(boundary - last_step - validation)
+    return {
+        "wall_seconds": wall,
+        "train_steps": len(train_steps),
+        "test_steps": len(test_steps),
+        "median_step_seconds": statistics.median(train_steps),
+        "median_test_step_seconds": statistics.median(test_steps or [0.0]),
+        "steps_seconds": steps_seconds,
+        "fit_over_steps": wall / steps_seconds - 1.0,
+        "images_per_s": timed_train * batch_size / wall,
+        "step_images_per_s": batch_size / statistics.median(train_steps),
+        "validation_seconds": durations("test"),
+        "epoch_start_seconds": epoch_starts,
+        "first_step_excess_seconds": first_step_excess,
+        "epoch_end_seconds": epoch_ends,
+        # Steps' time above their median (stalls inside steps).
+        "in_step_excess_seconds": sum(train_steps[1:])
+        - timed_train * statistics.median(train_steps),
+        "slowest_steps": [
+            (index, train_steps[index])
+            for index in sorted(range(1, len(train_steps)), key=train_steps.__getitem__)
+        ][-5:],
+    }
+
+
+def measure_whole_fit(config, policy):
+    """`scripts/train.py`'s whole training path on `sample` (augmented
+    pipeline, validation every epoch, its callbacks and backups), timed by
+    a `FitTimer` added to its callbacks, between windows of the reference
+    loop in the same process."""
+    import importlib.util
+
+    batch_size = config["fit_batch_size"]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+    spec = importlib.util.spec_from_file_location("train", path)
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    timer = _fit_timer()
+    make_callbacks = train.make_callbacks
+    train.make_callbacks = lambda *args: make_callbacks(*args) + [timer]
+
+    reference = ReferenceLoop(n_hid=config["n_hid"])
+    window = sample_images(config["window_steps"] * config["batch_size"])
+    reference.timed_window(window[: 2 * config["batch_size"]], config["batch_size"])
+    references = [reference.timed_window(window, config["batch_size"])]
+    from keras_dvq.sample_data import load_sample_patches
+
+    passes = len(load_sample_patches("train")) // batch_size  # one epoch
+    with tempfile.TemporaryDirectory() as out:
+        argv = ["--dataset", "sample", "--out", out, "--n_hid", str(config["n_hid"])]
+        argv += ["--batch_size", str(batch_size)]
+        argv += ["--max_steps", str(config["fit_epochs"] * passes)]
+        if policy == "mixed_bfloat16":
+            argv.append("--mixed_precision")
+        logs = train.train(train.parse_args(argv))
+    references.append(reference.timed_window(window, config["batch_size"]))
+    timeline = fit_timeline(timer.events, batch_size)
+    reference_rate = statistics.median(references)
+    return {
+        "model": "deepmind",
+        "batch_size": batch_size,
+        "command": "scripts/train.py " + " ".join(argv[4:]),
+        **timeline,
+        "reference_images_per_s": reference_rate,
+        "reference_batch_size": config["batch_size"],
+        "reference_threads": reference.threads,
+        "windows": {"reference": references},
+        "fit_over_reference": timeline["images_per_s"] / reference_rate,
+        "step_over_reference": timeline["step_images_per_s"] / reference_rate,
+        "validation": {k: float(v) for k, v in logs.items()},
     }
 
 

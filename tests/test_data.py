@@ -132,3 +132,11 @@ def test_count_images_of_batched_datasets(tmp_path):
     assert count_images(load_dataset(folder, "train", batch_size=8)) == 32
     assert count_images(load_dataset(folder, "validation", batch_size=3)) == 4
     assert count_images(validation.unbatch().batch(100)) is None  # unknown
+
+
+def test_pipelines_run_without_autotuning():
+    # Dropping an autotuned iterator waits for its tuning thread: seconds at
+    # every validation of a `fit` (docs/benchmarks.md).
+    for split in ("train", "validation"):
+        dataset = load_dataset("sample", split, batch_size=4)
+        assert dataset.options().autotune.enabled is False

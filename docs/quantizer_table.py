@@ -28,7 +28,10 @@ def last_epochs_psnr(run_dir, count=3):
 
 def train_images_per_second(run_dir):
     with open(run_dir.rstrip("/") + ".log") as file:
-        times = [float(ms) for ms in re.findall(r"\d+/\d+ - \d+s - (\d+)ms/step", file.read())]
+        times = [
+            float(ms)
+            for ms in re.findall(r"\d+/\d+ - \d+s - (\d+)ms/step", file.read())
+        ]
     return BATCH_SIZE / (statistics.median(times[1:]) / 1000.0)
 
 

@@ -78,12 +78,8 @@ class KMeansInit(keras.callbacks.Callback):
         latents = self.model.project(
             images, batch_size=self.batch_size, verbose=self.verbose
         )
+        # Too few latents for the codes: `initialize_codes` says so.
         latents = latents.reshape(-1, latents.shape[-1])
-        if len(latents) < quantizer.num_embeddings:
-            raise ValueError(
-                f"KMeansInit needs at least {quantizer.num_embeddings} encoder "
-                f"outputs (one per code); argument `data` gave {len(latents)}."
-            )
         rows = rng.choice(len(latents), min(self.num_samples, len(latents)), False)
         self.samples = latents[rows]
         self.centroids = quantizer.initialize_codes(

@@ -31,3 +31,12 @@ def sums_by_code(vectors, tokens, num_embeddings):
         reduction="add",
     )
     return totals[:, 0], totals[:, 1:]
+
+
+def entropy(probabilities):
+    """Entropy in nats of the distributions along the last axis.
+
+    Zero probabilities contribute nothing, to the value and to the gradient
+    (`0 * log 0` would be NaN)."""
+    safe = ops.where(probabilities > 0, probabilities, 1.0)
+    return -ops.sum(probabilities * ops.log(safe), axis=-1)

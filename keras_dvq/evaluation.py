@@ -27,6 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq.code_statistics import entropy
+
 # A perfect reconstruction has infinite PSNR; capping the MSE at 1e-10 caps
 # the PSNR at 100 dB, far above anything lossy, so that means stay finite.
 MIN_MSE = 1e-10
@@ -125,9 +127,7 @@ def gaussian_window(size, sigma):
 def entropy_bits(counts):
     """Entropy in bits of the distribution a histogram of counts describes."""
     counts = ops.cast(ops.convert_to_tensor(counts), "float32")
-    probs = counts / ops.maximum(ops.sum(counts), 1.0)
-    safe = ops.where(probs > 0, probs, 1.0)
-    return -ops.sum(probs * ops.log(safe)) / math.log(2.0)
+    return entropy(counts / ops.maximum(ops.sum(counts), 1.0)) / math.log(2.0)
 
 
 def rate_statistics(counts, tokens_per_image):

@@ -56,7 +56,9 @@ class FiniteScalarQuantizer(Quantizer):
 
     Call arguments:
         inputs: float tensor `(..., features)`, typically `(N, h, w, F)`.
-        training: bool. Unused: FSQ behaves the same in training.
+        training: bool. Whether the latents are normalized by the batch's
+            statistics (and the moving averages updated) or by the moving
+            averages.
 
     Returns:
         A tuple `(quantized, tokens)`: `quantized` of shape
@@ -141,13 +143,18 @@ class FiniteScalarQuantizer(Quantizer):
 
     def quantize_latents(self, latents, training=False):
         bounded = self.bound(latents)
-        rounded = bounded + ops.stop_gradient(ops.round(bounded) - bounded)
+        levels = ops.round(bounded)
+        rounded = bounded + ops.stop_gradient(levels - bounded)
         quantized = rounded / ops.convert_to_tensor(self._half_width)
-        return quantized, self.tokens_of(latents), ops.zeros((), "float32")
+        return quantized, self._ids(levels), ops.zeros((), "float32")
 
     def tokens_of(self, latents):
+        return self._ids(ops.round(self.bound(latents)))
+
+    def _ids(self, levels):
+        """Mixed-radix ids of rounded levels (`-L//2 .. (L-1)//2` per dim)."""
         half_width = ops.convert_to_tensor(self._half_width.astype("int32"))
-        level_indices = ops.cast(ops.round(self.bound(latents)), "int32") + half_width
+        level_indices = ops.cast(levels, "int32") + half_width
         return ops.sum(level_indices * ops.convert_to_tensor(self._basis), axis=-1)
 
     def codes_of(self, tokens):

@@ -3,6 +3,7 @@ import math
 import keras
 from keras import ops
 
+from keras_dvq.code_statistics import entropy
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_positive
@@ -144,8 +145,7 @@ class GumbelQuantizer(Quantizer):
         q = ops.exp(log_q)
         kl = ops.sum(q * (log_q + log_k), axis=-1)
         average_q = ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
-        safe = ops.where(average_q > 0, average_q, 1.0)
-        average_kl = ops.sum(average_q * (ops.log(safe) + log_k))
+        average_kl = log_k - entropy(average_q)
         latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 
         if not training:

@@ -3,6 +3,7 @@ import numpy as np
 from keras import ops
 
 from keras_dvq import distribute
+from keras_dvq.code_statistics import entropy
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_positive
@@ -138,9 +139,7 @@ class LookupFreeQuantizer(Quantizer):
         q = ops.exp(log_q)
         per_position = -ops.mean(ops.sum(q * log_q, axis=-1))
         average_q = distribute.replica_mean(ops.mean(q, axis=0))
-        safe = ops.where(average_q > 0, average_q, 1.0)
-        batch = -ops.sum(average_q * ops.log(safe))
-        return per_position, batch
+        return per_position, entropy(average_q)
 
     def tokens_of(self, latents):
         bits = ops.cast(latents > 0, "int32")

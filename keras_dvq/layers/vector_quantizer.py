@@ -191,12 +191,11 @@ class VectorQuantizer(Quantizer):
         return latents
 
     def quantize_latents(self, latents, training=False):
-        flat = ops.reshape(latents, (-1, self.embedding_dim))
-        flat_tokens = self._nearest_codes(flat)
-        tokens = ops.reshape(flat_tokens, ops.shape(latents)[:-1])
+        tokens = self.tokens_of(latents)
         codes = self.codes_of(tokens)
         if training and self.use_ema:
-            self._update_codebook(ops.stop_gradient(flat), flat_tokens)
+            flat = ops.reshape(latents, (-1, self.embedding_dim))
+            self._update_codebook(ops.stop_gradient(flat), ops.reshape(tokens, (-1,)))
 
         commitment = ops.mean(ops.square(latents - ops.stop_gradient(codes)))
         latent_loss = self.commitment_cost * commitment
@@ -299,7 +298,8 @@ class VectorQuantizer(Quantizer):
         if len(latents) < self.num_embeddings:
             raise ValueError(
                 f"KMeansInit needs at least {self.num_embeddings} encoder "
-                f"outputs (one per code); received {len(latents)}."
+                f"outputs (one per code); argument `data` gave {len(latents)} "
+                "(the `latents` here)."
             )
         centroids = kmeans(
             latents,

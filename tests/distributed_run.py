@@ -12,6 +12,7 @@ JAX needs XLA_FLAGS=--xla_force_host_platform_device_count=2. Writes the
 results as NumPy arrays.
 """
 
+import math
 import os
 import sys
 
@@ -34,6 +35,12 @@ FLAVORS = {
     "restarts": {**SIZES, "use_ema": True, "dead_code_threshold": 40.0},
     "fsq": {"vq_flavor": "fsq", "levels": (4, 3, 3)},
     "lfq": {"vq_flavor": "lfq", "codebook_bits": 4, "inverse_temperature": 2.0},
+    "gumbel": {
+        **SIZES,
+        "vq_flavor": "gumbel",
+        "kl_weight": 0.1,
+        "diversity_weight": 1.0,
+    },
     "rvq": {
         **SIZES,
         "vq_flavor": "rvq",
@@ -56,7 +63,20 @@ def images(count):
     return np.random.default_rng(0).uniform(size=(count, 16, 16, 3)).astype("float32")
 
 
+def without_gumbel_noise():
+    """Uniform draws of 1/e, Gumbel noise -log(-log(u)) of 0: one device and
+    two replicas would draw different noise for the same images, and the
+    step must differ by the replica logic alone."""
+
+    def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+        return keras.ops.full(shape, math.exp(-1.0), dtype=dtype or "float32")
+
+    keras.random.uniform = uniform
+
+
 def equivalence(flavor):
+    if flavor == "gumbel":
+        without_gumbel_noise()
     data = images(16)
     keras.utils.set_random_seed(0)
     single = make_model(flavor, keras.optimizers.SGD(0.5))

@@ -244,6 +244,49 @@ def test_diversity_term_rewards_spread_not_flat_positions(rng):
     np.testing.assert_allclose(to_numpy(collapsed), math.log(K), rtol=1e-4)
 
 
+def test_diversity_gradient_matches_numpy(rng):
+    quantizer = GumbelQuantizer(K, D, kl_weight=0.0, diversity_weight=0.7)
+    inputs = rng.normal(size=(24, F)).astype("float32")
+    quantizer.build((None, F))
+
+    def diversity_loss():
+        logits = quantizer.projection(inputs)
+        return quantizer.quantize_latents(logits)[2]
+
+    (kernel_gradient,) = gradients(diversity_loss, [quantizer.projection.kernel])
+    # d/dlogit_nj of KL(p || uniform), p = mean_n q_n:
+    # q_nj (log p_j - sum_k q_nk log p_k) / N.
+    logits = to_numpy(quantizer.projection(inputs)).astype("float64")
+    q = np.exp(logits - logits.max(-1, keepdims=True))
+    q /= q.sum(-1, keepdims=True)
+    log_p = np.log(q.mean(0))
+    logit_gradient = q * (log_p - (q * log_p).sum(-1, keepdims=True)) / len(q)
+    expected = 0.7 * inputs.astype("float64").T @ logit_gradient
+    np.testing.assert_allclose(kernel_gradient, expected, rtol=1e-4, atol=1e-8)
+
+
+def codes_used_after_training(diversity_weight, num_embeddings=64):
+    """Codes in use after fitting a Gumbel bottleneck and a linear decoder to
+    reconstruct 512 fixed Gaussian vectors (60 Adam steps, no KL term)."""
+    features = np.random.default_rng(0).normal(size=(512, F)).astype("float32")
+    quantizer = GumbelQuantizer(
+        num_embeddings, D, kl_weight=0.0, diversity_weight=diversity_weight, seed=0
+    )
+    inputs = keras.Input((F,))
+    quantized, _ = quantizer(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(F)(quantized))
+    model.compile(keras.optimizers.Adam(2e-2), loss="mse")
+    model.fit(features, features, batch_size=128, epochs=15, verbose=0)
+    return len(np.unique(to_numpy(quantizer.tokenize(features))))
+
+
+def test_diversity_term_keeps_codes_in_use_where_reconstruction_alone_collapses():
+    # Measured on the three backends: 21-31 of 64 codes without the term,
+    # 58-63 with weight 1.
+    assert codes_used_after_training(0.0) <= 40
+    assert codes_used_after_training(1.0) >= 52
+
+
 def test_models_saved_before_the_diversity_weight_load(rng):
     quantizer = GumbelQuantizer(
         K, D, temperature=0.7, kl_weight=0.2, diversity_weight=0.1

@@ -3,6 +3,7 @@ import math
 import keras
 from keras import ops
 
+from keras_dvq import distribute
 from keras_dvq.code_statistics import entropy
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
@@ -29,8 +30,9 @@ class GumbelQuantizer(Quantizer):
     flattens every position's distribution; the second (the diversity term
     of wav2vec 2.0, the batch entropy of LFQ) flattens only the batch's
     average use of the codes, so positions may stay confident while the batch
-    spreads over the codebook. Under a distribution strategy the average is
-    each replica's own batch.
+    spreads over the codebook. Under a `tf.distribute` strategy the average
+    is the global batch's (an all-reduce, as `VectorQuantizer`'s EMA
+    statistics), so two replicas take the single-device step.
 
     `temperature`, `kl_weight` and `diversity_weight` live in non-trainable
     variables so that callbacks (`TemperatureAnnealing`, `KLWeightRamp`) can
@@ -144,7 +146,9 @@ class GumbelQuantizer(Quantizer):
         log_k = math.log(self.num_embeddings)
         q = ops.exp(log_q)
         kl = ops.sum(q * (log_q + log_k), axis=-1)
-        average_q = ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
+        average_q = distribute.replica_mean(
+            ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
+        )
         average_kl = log_k - entropy(average_q)
         latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 

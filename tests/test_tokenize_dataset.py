@@ -1,6 +1,7 @@
 """scripts/tokenize_dataset.py: shards read back as docs/token_datasets.md says."""
 
 import json
+import math
 import os
 
 import keras
@@ -74,12 +75,12 @@ def read_tfrecord_shards(out):
     """docs/token_datasets.md's reader for --format tfrecord."""
     with open(os.path.join(out, "metadata.json")) as file:
         metadata = json.load(file)
-    h, w = metadata["token_shape"]
+    shape = metadata["token_shape"]  # (h, w), or (h, w, depth)
     files = [os.path.join(out, s["file"]) for s in metadata["shards"]]
-    feature = {"tokens": tf.io.FixedLenFeature([h * w], tf.int64)}
+    feature = {"tokens": tf.io.FixedLenFeature([math.prod(shape)], tf.int64)}
     dataset = tf.data.TFRecordDataset(files).map(
         lambda record: tf.reshape(
-            tf.io.parse_single_example(record, feature)["tokens"], (h, w)
+            tf.io.parse_single_example(record, feature)["tokens"], shape
         )
     )
     return metadata, np.stack(list(dataset.as_numpy_iterator()))
@@ -234,3 +235,25 @@ def test_every_image_of_a_training_split_is_tokenized(script, model_path, tmp_pa
     assert script.main(argv) == 0
     metadata, tokens = read_npy_shards(out)
     assert metadata["num_images"] == len(tokens) == 36  # 4 batches of 8 and one of 4
+
+
+@pytest.mark.parametrize("token_format", ["npy", "tfrecord"])
+def test_residual_tokens_keep_their_depth_axis(
+    script, validation_images, tmp_path, token_format
+):
+    model = VQVAE.from_flavors(
+        vq_flavor="rvq", num_quantizers=3, num_embeddings=K, embedding_dim=4, n_hid=8
+    )
+    model.build((None, 32, 32, 3))
+    path = tmp_path / "rvq.keras"
+    model.save(path)
+    out = tmp_path / "tokens"
+    assert script.main(argv(out, "--model", path, "--format", token_format)) == 0
+    reader = read_npy_shards if token_format == "npy" else read_tfrecord_shards
+    metadata, tokens = reader(out)
+    assert metadata["token_shape"] == [8, 8, 3]
+    expected = model.encode(validation_images)
+    np.testing.assert_array_equal(tokens, expected)
+    shards = load_token_shards(str(out))
+    assert shards.token_shape == (8, 8, 3)
+    np.testing.assert_array_equal(shards.tokens, expected)

@@ -210,11 +210,16 @@ def test_latent_loss_is_kl_to_uniform_times_kl_weight(rng):
     np.testing.assert_allclose(to_numpy(doubled), 2 * to_numpy(loss), rtol=1e-6)
 
 
-def numpy_average_kl(logits):
-    """KL to uniform of the softmax averaged over all positions."""
+def numpy_softmax(logits):
+    """Float64 softmax over the last axis, positions flattened: (N, K)."""
     logits = np.asarray(logits, "float64").reshape(-1, logits.shape[-1])
     q = np.exp(logits - logits.max(-1, keepdims=True))
-    average = (q / q.sum(-1, keepdims=True)).mean(0)
+    return q / q.sum(-1, keepdims=True)
+
+
+def numpy_average_kl(logits):
+    """KL to uniform of the softmax averaged over all positions."""
+    average = numpy_softmax(logits).mean(0)
     return (average * np.log(average * len(average))).sum()
 
 
@@ -256,9 +261,7 @@ def test_diversity_gradient_matches_numpy(rng):
     (kernel_gradient,) = gradients(diversity_loss, [quantizer.projection.kernel])
     # d/dlogit_nj of KL(p || uniform), p = mean_n q_n:
     # q_nj (log p_j - sum_k q_nk log p_k) / N.
-    logits = to_numpy(quantizer.projection(inputs)).astype("float64")
-    q = np.exp(logits - logits.max(-1, keepdims=True))
-    q /= q.sum(-1, keepdims=True)
+    q = numpy_softmax(to_numpy(quantizer.projection(inputs)))
     log_p = np.log(q.mean(0))
     logit_gradient = q * (log_p - (q * log_p).sum(-1, keepdims=True)) / len(q)
     expected = 0.7 * inputs.astype("float64").T @ logit_gradient

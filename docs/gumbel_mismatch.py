@@ -35,7 +35,7 @@ def rows(model, batch):
     """Per-batch (name, PSNR) pairs and the code distribution's statistics."""
     images = ops.convert_to_tensor(batch.astype("float32") / 255.0)
     quantizer = model.quantizer
-    logits = quantizer.project(model._features(batch))
+    logits = ops.convert_to_tensor(model.project(batch, batch_size=BATCH_SIZE))
     argmax = quantizer.lookup(quantizer.tokens_of(logits))
     if not isinstance(quantizer, GumbelQuantizer):
         return [("argmax", mean_psnr(model, images, argmax))], None
@@ -66,6 +66,10 @@ def main(paths):
     )
     for path in paths:
         model = keras.saving.load_model(path)
+        if isinstance(model.quantizer, GumbelQuantizer):
+            # The sample row is the training relaxation, also for a model
+            # saved in its decoder-only phase (which trains on argmax codes).
+            model.quantizer.argmax_codes.assign(0.0)
         keras.utils.set_random_seed(0)
         sums, statistics, count = {}, np.zeros(2), 0
         for batch in batches:

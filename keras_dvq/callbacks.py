@@ -9,6 +9,7 @@ from keras import ops
 from keras_dvq.layers.quantizer import not_initializable_message
 from keras_dvq.schedules import cosine_anneal
 from keras_dvq.validation import check_non_negative
+from keras_dvq.validation import check_non_negative_int
 from keras_dvq.validation import check_positive
 from keras_dvq.validation import check_positive_int
 
@@ -97,18 +98,14 @@ class KMeansInit(keras.callbacks.Callback):
 
 
 class _QuantizerSchedule(keras.callbacks.Callback):
-    """Sets a scalar variable of the model's quantizer by `cosine_anneal`
+    """Sets a scalar variable of the model's quantizer to `value_at(step)`
     before every training step, counting steps from the optimizer's
     iterations so that resumed runs continue the schedule."""
 
     variable_name = None
 
-    def __init__(self, start_value, end_value, num_steps):
-        super().__init__()
-        self.start_value = start_value
-        self.end_value = end_value
-        self.num_steps = check_positive_int("num_steps", num_steps)
-        self.value = start_value
+    def value_at(self, step):
+        raise NotImplementedError
 
     def on_train_begin(self, logs=None):
         quantizer = getattr(self.model, "quantizer", None)
@@ -122,9 +119,7 @@ class _QuantizerSchedule(keras.callbacks.Callback):
         self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.value = cosine_anneal(
-            self._step, self.start_value, self.end_value, self.num_steps
-        )
+        self.value = self.value_at(self._step)
         sync_training_state(self.model)
         self._variable.assign(self.value)
         self._step += getattr(self.model, "steps_per_execution", 1) or 1
@@ -134,7 +129,22 @@ class _QuantizerSchedule(keras.callbacks.Callback):
             logs[self.variable_name] = self.value
 
 
-class TemperatureAnnealing(_QuantizerSchedule):
+class _CosineSchedule(_QuantizerSchedule):
+    """A quantizer variable on `cosine_anneal` from `start_value` to
+    `end_value` over `num_steps`."""
+
+    def __init__(self, start_value, end_value, num_steps):
+        super().__init__()
+        self.start_value = start_value
+        self.end_value = end_value
+        self.num_steps = check_positive_int("num_steps", num_steps)
+        self.value = start_value
+
+    def value_at(self, step):
+        return cosine_anneal(step, self.start_value, self.end_value, self.num_steps)
+
+
+class TemperatureAnnealing(_CosineSchedule):
     """Anneals a `GumbelQuantizer`'s temperature on a cosine schedule.
 
     DALL-E (and the original repo): from 1 to 1/16 over the first 150,000
@@ -164,7 +174,7 @@ class TemperatureAnnealing(_QuantizerSchedule):
         )
 
 
-class KLWeightRamp(_QuantizerSchedule):
+class KLWeightRamp(_CosineSchedule):
     """Ramps a `GumbelQuantizer`'s KL weight up on a cosine schedule.
 
     The original repo: from 0 to 5e-4 over the first 5,000 updates (DALL-E
@@ -191,6 +201,42 @@ class KLWeightRamp(_QuantizerSchedule):
             check_non_negative("end_value", end_value),
             num_steps,
         )
+
+
+class ArgmaxCodesPhase(_QuantizerSchedule):
+    """Trains only the decoder, on argmax codes, from `start_step` on.
+
+    Sets a `GumbelQuantizer`'s `argmax_codes` variable to 1 from
+    `start_step`: training then decodes the argmax codes that the tokenizer
+    emits, and neither the encoder nor the codebook gets a gradient. Without
+    such a phase the decoder only ever sees soft mixtures of codes and
+    reconstructs the tokens about 2 dB worse (docs/gumbel_tuning.md). Pair it
+    with a lower learning rate for the same steps (`FinalPhase`). The current
+    value is written to the epoch logs as `argmax_codes`.
+
+    Args:
+        start_step: int. First optimizer step of the phase.
+
+    Example:
+
+    ```python
+    # 1,500 steps, the last 150 on argmax codes at learning rate 3e-4.
+    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1350, value=3e-4)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule))
+    model.fit(x_train, epochs=10, steps_per_epoch=150,
+              callbacks=[ArgmaxCodesPhase(start_step=1350)])
+    ```
+    """
+
+    variable_name = "argmax_codes"
+
+    def __init__(self, start_step):
+        super().__init__()
+        self.start_step = check_non_negative_int("start_step", start_step)
+        self.value = 0.0
+
+    def value_at(self, step):
+        return 1.0 if step >= self.start_step else 0.0
 
 
 def sync_training_state(model):

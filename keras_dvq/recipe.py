@@ -17,11 +17,13 @@ import math
 
 import keras
 
+from keras_dvq.callbacks import ArgmaxCodesPhase
 from keras_dvq.callbacks import KLWeightRamp
 from keras_dvq.callbacks import TemperatureAnnealing
 from keras_dvq.data import load_dataset
 from keras_dvq.models import VQVAE
 from keras_dvq.schedules import CosineAnnealing
+from keras_dvq.schedules import FinalPhase
 
 LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 
@@ -33,7 +35,10 @@ LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 # steps, KL weight 5e-4 ramped over 5,000 steps, soft) reached 0.0613.
 # The diversity weight came later, measured by hand at 1,500 steps (0, 1e-3,
 # 1e-2, 3e-2; docs/gumbel_tuning.md): 3e-2 took the codes used on validation
-# from 41 to 418 of 512 and the PSNR from 28.7 to 32.1 dB.
+# from 41 to 418 of 512 and the PSNR from 28.7 to 32.1 dB. The last tenth
+# of the run trains the decoder alone on argmax codes at learning rate 3e-4
+# (ArgmaxCodesPhase): the tokenizer emits argmax codes, which a decoder
+# trained on soft mixtures decodes about 2 dB worse.
 GUMBEL_DEFAULTS = {
     "learning_rate": 3e-3,
     "temperature_start": 0.594,
@@ -43,6 +48,8 @@ GUMBEL_DEFAULTS = {
     "kl_ramp_fraction": 0.881,
     "diversity_weight": 3e-2,
     "straight_through": False,
+    "decoder_fraction": 0.1,
+    "decoder_learning_rate": 3e-4,
 }
 
 # The model flags a tuned recipe pins down besides GUMBEL_DEFAULTS; with them,
@@ -77,6 +84,13 @@ def positive_float(text):
     value = float(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def unit_fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
     return value
 
 
@@ -127,13 +141,36 @@ def run_length(batches_per_pass, max_steps):
 def build_model(learning_rate=LEARNING_RATE, **flavor_kwargs):
     """A compiled `VQVAE.from_flavors(**flavor_kwargs)`.
 
-    The optimizer is the original's AdamW (weight decay 1e-4) with its cosine
-    decay of the learning rate to 1.25e-6 over 1,200,000 steps.
+    The optimizer is the original's AdamW (weight decay 1e-4); a float
+    `learning_rate` starts the original's cosine decay to 1.25e-6 over
+    1,200,000 steps, a `LearningRateSchedule` is used as it is (see
+    `learning_rate_schedule`).
     """
     model = VQVAE.from_flavors(**flavor_kwargs)
-    schedule = CosineAnnealing(start_value=learning_rate)
+    schedule = learning_rate
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        schedule = CosineAnnealing(start_value=learning_rate)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
     return model
+
+
+def decoder_phase_start(hparams, total_steps):
+    """First step of the decoder-only phase, the last `decoder_fraction` of
+    the run (`total_steps`: no such phase)."""
+    fraction = hparams.get("decoder_fraction", 0.0)
+    return total_steps - round(fraction * total_steps)
+
+
+def learning_rate_schedule(hparams, total_steps):
+    """The learning rate of a run of `total_steps` from a dict with
+    `learning_rate` and, optionally, the decoder phase's keys of
+    `GUMBEL_DEFAULTS`: the original's cosine decay from `learning_rate`,
+    then `decoder_learning_rate` for the decoder-only phase."""
+    schedule = CosineAnnealing(start_value=hparams["learning_rate"])
+    start = decoder_phase_start(hparams, total_steps)
+    if start >= total_steps:
+        return schedule
+    return FinalPhase(schedule, start, hparams["decoder_learning_rate"])
 
 
 def gumbel_quantizer_kwargs(hparams):
@@ -147,13 +184,14 @@ def gumbel_quantizer_kwargs(hparams):
 
 
 def gumbel_callbacks(hparams, total_steps):
-    """Fresh temperature-annealing and KL-ramp callbacks for a run of
-    `total_steps` steps, from a dict shaped like `GUMBEL_DEFAULTS`."""
+    """Fresh temperature-annealing, KL-ramp and (if any) decoder-phase
+    callbacks for a run of `total_steps` steps, from a dict shaped like
+    `GUMBEL_DEFAULTS`."""
 
     def steps(fraction):
         return max(1, round(fraction * total_steps))
 
-    return [
+    callbacks = [
         TemperatureAnnealing(
             hparams["temperature_start"],
             hparams["temperature_end"],
@@ -161,3 +199,7 @@ def gumbel_callbacks(hparams, total_steps):
         ),
         KLWeightRamp(0.0, hparams["kl_weight"], steps(hparams["kl_ramp_fraction"])),
     ]
+    start = decoder_phase_start(hparams, total_steps)
+    if start < total_steps:
+        callbacks.append(ArgmaxCodesPhase(start))
+    return callbacks

@@ -1,9 +1,13 @@
-"""The original repo's cosine anneal, shared by callbacks and the LR schedule."""
+"""Learning-rate schedules, and the original repo's cosine anneal that the
+Gumbel callbacks share."""
 
 import math
 
 import keras
 from keras import ops
+
+from keras_dvq.validation import check_non_negative_int
+from keras_dvq.validation import check_positive
 
 
 def cosine_anneal(step, start_value, end_value, num_steps):
@@ -56,4 +60,51 @@ class CosineAnnealing(keras.optimizers.schedules.LearningRateSchedule):
             "start_value": self.start_value,
             "end_value": self.end_value,
             "num_steps": self.num_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_dvq")
+class FinalPhase(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning-rate schedule: `schedule` until `start_step`, then `value`.
+
+    The learning rate of a last phase of training that fine-tunes part of
+    the model, such as the decoder-only phase of the Gumbel recipe
+    (`ArgmaxCodesPhase`).
+
+    Args:
+        schedule: a `LearningRateSchedule` (or a float) for the steps before
+            `start_step`.
+        start_step: int. First optimizer step of the final phase.
+        value: float. Learning rate from `start_step` on.
+
+    Example:
+
+    ```python
+    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1350, value=3e-4)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule))
+    ```
+    """
+
+    def __init__(self, schedule, start_step, value):
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        if not callable(schedule):
+            schedule = check_positive("schedule", schedule)
+        self.schedule = schedule
+        self.start_step = check_non_negative_int("start_step", start_step)
+        self.value = check_positive("value", value)
+
+    def __call__(self, step):
+        before = self.schedule(step) if callable(self.schedule) else self.schedule
+        in_phase = ops.cast(step, "float32") >= self.start_step
+        return ops.where(in_phase, self.value, before)
+
+    def get_config(self):
+        schedule = self.schedule
+        if callable(schedule):
+            schedule = keras.saving.serialize_keras_object(schedule)
+        return {
+            "schedule": schedule,
+            "start_step": self.start_step,
+            "value": self.value,
         }

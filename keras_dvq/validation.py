@@ -16,6 +16,14 @@ def check_positive_int(name, value):
     return value
 
 
+def check_non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= 0. Received: {name}={value!r}"
+        )
+    return value
+
+
 def check_non_negative(name, value):
     if not _is_real(value) or value < 0:
         raise ValueError(

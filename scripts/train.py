@@ -48,6 +48,7 @@ from keras_dvq.recipe import non_negative_float  # noqa: E402
 from keras_dvq.recipe import non_negative_int  # noqa: E402
 from keras_dvq.recipe import positive_float  # noqa: E402
 from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.recipe import unit_fraction  # noqa: E402
 
 KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
 LOGGED_IMAGES = 1024  # validation images behind the usage chart
@@ -124,7 +125,9 @@ def make_parser():
     gumbel = parser.add_argument_group(
         "gumbel flavor",
         "Schedule lengths are fractions of the run's total steps (above 1: the "
-        "schedule ends after the run). Defaults: docs/gumbel_tuning.md.",
+        "schedule ends after the run); the last --decoder_fraction trains the "
+        "decoder alone, on argmax codes, at --decoder_learning_rate. Defaults: "
+        "docs/gumbel_tuning.md.",
     )
     for name, kind in (
         ("temperature_start", positive_float),
@@ -133,6 +136,8 @@ def make_parser():
         ("kl_weight", non_negative_float),
         ("kl_ramp_fraction", positive_float),
         ("diversity_weight", non_negative_float),
+        ("decoder_fraction", unit_fraction),
+        ("decoder_learning_rate", positive_float),
     ):
         gumbel.add_argument(
             f"--{name}",
@@ -289,7 +294,7 @@ def recipe_hparams(args):
     return {"learning_rate": given.get("learning_rate", recipe.LEARNING_RATE)}
 
 
-def build_model(args, hparams):
+def build_model(args, hparams, total_steps):
     quantizer_kwargs = quantizer_options(args)
     if args.vq_flavor == "gumbel":
         quantizer_kwargs = recipe.gumbel_quantizer_kwargs(hparams)
@@ -297,7 +302,7 @@ def build_model(args, hparams):
         quantizer_kwargs["num_embeddings"] = args.num_embeddings
         quantizer_kwargs["embedding_dim"] = args.embedding_dim
     return recipe.build_model(
-        learning_rate=hparams["learning_rate"],
+        learning_rate=recipe.learning_rate_schedule(hparams, total_steps),
         vq_flavor=args.vq_flavor,
         enc_dec_flavor=args.enc_dec_flavor,
         loss_flavor=args.loss_flavor,
@@ -370,7 +375,7 @@ def _train(args):
     if args.mixed_precision:
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     with device_scope(args):
-        model = build_model(args, hparams)
+        model = build_model(args, hparams, epochs * steps_per_epoch)
         # Restoring a backup (and KMeansInit) needs the variables before fit.
         model.build((None,) + tuple(train_data.element_spec.shape[1:]))
         schedules = []

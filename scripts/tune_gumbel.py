@@ -130,13 +130,17 @@ class GumbelHyperModel(keras_tuner.HyperModel):
             "kl_ramp_fraction": hp.Float("kl_ramp_fraction", 0.02, 5.0, **log),
             "diversity_weight": hp.Float("diversity_weight", 1e-4, 1e-1, **log),
             "straight_through": hp.Boolean("straight_through"),
+            "decoder_fraction": hp.Float("decoder_fraction", 0.0, 0.3),
+            "decoder_learning_rate": hp.Float(
+                "decoder_learning_rate", 3e-5, 3e-3, **log
+            ),
         }
 
     def build(self, hp):
         hparams = self.hyperparameters(hp)
         keras.utils.set_random_seed(self.seed)
         return recipe.build_model(
-            learning_rate=hparams["learning_rate"],
+            learning_rate=recipe.learning_rate_schedule(hparams, self.total_steps),
             vq_flavor="gumbel",
             **self.model_kwargs,
             **recipe.gumbel_quantizer_kwargs(hparams),

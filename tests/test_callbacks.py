@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_dvq.callbacks import ArgmaxCodesPhase
 from keras_dvq.callbacks import KLWeightRamp
 from keras_dvq.callbacks import KMeansInit
 from keras_dvq.callbacks import TemperatureAnnealing
@@ -130,6 +131,37 @@ def test_schedules_set_the_quantizer_variable_every_step(
     assert callback.value == pytest.approx(cosine_anneal(11, start, end, 6))
 
 
+class ValueAtEveryStep(keras.callbacks.Callback):
+    """Records a quantizer variable as each training step sees it."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        variable = getattr(self.model.quantizer, self.variable)
+        self.values.append(float(ops.convert_to_numpy(variable)))
+
+
+def test_argmax_codes_phase_starts_at_its_step_and_continues_on_resume(rng):
+    data = images(rng)
+    model = tiny_model("gumbel")
+    model.compile()
+    phase, probe = ArgmaxCodesPhase(start_step=5), ValueAtEveryStep("argmax_codes")
+    # After the phase callback, so the probe sees what the step saw.
+    history = model.fit(
+        data, batch_size=8, epochs=2, callbacks=[phase, probe], verbose=0
+    )  # 4 steps per epoch
+    assert probe.values == [0.0] * 5 + [1.0] * 3
+    assert history.history["argmax_codes"] == [0.0, 1.0]
+    # A new fit (a resumed run) counts from the optimizer's steps.
+    model.quantizer.argmax_codes.assign(0.0)
+    fresh, probe = ArgmaxCodesPhase(start_step=5), ValueAtEveryStep("argmax_codes")
+    model.fit(data, batch_size=8, epochs=1, callbacks=[fresh, probe], verbose=0)
+    assert probe.values == [1.0] * 4
+
+
 def test_schedules_reject_a_model_without_the_variable(rng):
     model = tiny_model("vqvae")
     model.compile()
@@ -139,3 +171,7 @@ def test_schedules_reject_a_model_without_the_variable(rng):
         TemperatureAnnealing(end_value=0.0)
     with pytest.raises(ValueError, match="num_steps"):
         KLWeightRamp(num_steps=0)
+    with pytest.raises(ValueError, match="`argmax_codes` variable"):
+        model.fit(images(rng), epochs=1, callbacks=[ArgmaxCodesPhase(0)], verbose=0)
+    with pytest.raises(ValueError, match="start_step=-2"):
+        ArgmaxCodesPhase(start_step=-2)

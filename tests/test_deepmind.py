@@ -108,9 +108,9 @@ def test_parameter_counts_of_the_original_vqvae(vq_flavor):
     assert count(model.trainable_weights) == ORIGINAL_TRAINABLE[vq_flavor]
     names = sorted(v.path.split("/")[-1] for v in model.non_trainable_weights)
     if vq_flavor == "gumbel":
-        # Temperature, KL and diversity weights: scalars that callbacks set.
-        assert names == ["diversity_weight", "kl_weight", "temperature"]
-        assert count(model.non_trainable_weights) == 3
+        # Scalars that callbacks set.
+        assert names == ["argmax_codes", "diversity_weight", "kl_weight", "temperature"]
+        assert count(model.non_trainable_weights) == 4
     else:
         assert names == []
 

@@ -50,7 +50,7 @@ def run_check(check, flavor, tmp_path):
 # step). Cosine codes and the rotation trick add none.
 EQUIVALENCE_FLAVORS = ["ema", "gradient", "fsq", "lfq", "rvq", "gumbel"]
 # Scalars that only callbacks change.
-SCHEDULED = ("temperature", "kl_weight", "diversity_weight")
+SCHEDULED = ("temperature", "kl_weight", "diversity_weight", "argmax_codes")
 
 
 @multi_device_backend

@@ -181,6 +181,34 @@ def test_straight_through_gradient_is_the_soft_gradient(rng):
     np.testing.assert_allclose(hard_codebook, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_argmax_codes_train_on_the_inference_codes_without_gradient(
+    rng, straight_through
+):
+    quantizer = GumbelQuantizer(
+        K, D, kl_weight=0.5, diversity_weight=0.5, straight_through=straight_through
+    )
+    quantizer.build((None, F))
+    inputs = rng.normal(size=(32, F)).astype("float32")
+    weights = ops.convert_to_tensor(rng.normal(size=(32, D)).astype("float32"))
+    variables = [quantizer.projection.kernel, quantizer.codebook]
+
+    def loss():
+        quantized, _ = quantizer(inputs, training=True)
+        return ops.sum(weights * quantized) + quantizer.losses[-1]
+
+    assert all(np.abs(g).max() > 0 for g in gradients(loss, variables))
+    inference_codes, inference_tokens = quantizer(inputs)
+    quantizer.argmax_codes.assign(1.0)
+    codes, tokens = quantizer(inputs, training=True)
+    # What the tokenizer emits, whatever the noise and temperature.
+    np.testing.assert_array_equal(to_numpy(tokens), to_numpy(inference_tokens))
+    np.testing.assert_allclose(to_numpy(codes), to_numpy(inference_codes))
+    assert float(to_numpy(quantizer.losses[-1])) == 0.0
+    for gradient in gradients(loss, variables):
+        np.testing.assert_array_equal(gradient, 0.0)
+
+
 def test_temperature_and_kl_weight_are_assignable_state():
     quantizer = GumbelQuantizer(K, D, temperature=2.0, kl_weight=0.3)
     quantizer.build((None, F))
@@ -290,20 +318,28 @@ def test_diversity_term_keeps_codes_in_use_where_reconstruction_alone_collapses(
     assert codes_used_after_training(1.0) >= 52
 
 
-def test_models_saved_before_the_diversity_weight_load(rng):
+@pytest.mark.parametrize("saved_diversity_weight", [None, 0.6])
+def test_models_saved_before_the_later_variables_load(rng, saved_diversity_weight):
     quantizer = GumbelQuantizer(
         K, D, temperature=0.7, kl_weight=0.2, diversity_weight=0.1
     )
     quantizer.build((None, F))
-    # The store of a file written before `diversity_weight` existed.
+    quantizer.argmax_codes.assign(1.0)
+    # The store of a file written before `argmax_codes` existed, and of one
+    # written before `diversity_weight` too.
     codebook = rng.normal(size=(K, D)).astype("float32")
     old_store = {"0": codebook, "1": np.float32(0.9), "2": np.float32(0.3)}
+    if saved_diversity_weight is not None:
+        old_store["3"] = np.float32(saved_diversity_weight)
     quantizer.load_own_variables(old_store)
     np.testing.assert_array_equal(to_numpy(quantizer.codebook), codebook)
     assert float(to_numpy(quantizer.temperature)) == pytest.approx(0.9)
     assert float(to_numpy(quantizer.kl_weight)) == pytest.approx(0.3)
-    assert float(to_numpy(quantizer.diversity_weight)) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="expected 4 variables"):
+    assert float(to_numpy(quantizer.diversity_weight)) == pytest.approx(
+        saved_diversity_weight or 0.1
+    )
+    assert float(to_numpy(quantizer.argmax_codes)) == 1.0  # left as it was
+    with pytest.raises(ValueError, match="expected 5 variables"):
         quantizer.load_own_variables({"0": codebook})
 
 

@@ -1,11 +1,15 @@
 import pytest
 
+from keras_dvq.callbacks import ArgmaxCodesPhase
 from keras_dvq.callbacks import KLWeightRamp
 from keras_dvq.callbacks import TemperatureAnnealing
 from keras_dvq.recipe import GUMBEL_DEFAULTS
 from keras_dvq.recipe import gumbel_callbacks
 from keras_dvq.recipe import gumbel_quantizer_kwargs
+from keras_dvq.recipe import learning_rate_schedule
 from keras_dvq.recipe import run_length
+from keras_dvq.schedules import CosineAnnealing
+from keras_dvq.schedules import FinalPhase
 
 
 @pytest.mark.parametrize(
@@ -24,7 +28,7 @@ def test_run_length_takes_epochs_of_at_most_one_pass(
 def test_gumbel_schedule_lengths_are_fractions_of_the_run():
     hparams = {**GUMBEL_DEFAULTS, "temperature_anneal_fraction": 0.5}
     hparams.update(kl_ramp_fraction=1e-6, temperature_start=2.0, kl_weight=1e-3)
-    temperature, kl_ramp = gumbel_callbacks(hparams, total_steps=1000)
+    temperature, kl_ramp, _ = gumbel_callbacks(hparams, total_steps=1000)
     assert isinstance(temperature, TemperatureAnnealing)
     assert isinstance(kl_ramp, KLWeightRamp)
     assert (temperature.start_value, temperature.num_steps) == (2.0, 500)
@@ -38,10 +42,32 @@ def test_gumbel_schedule_lengths_are_fractions_of_the_run():
 def test_original_schedules_at_the_default_run_length():
     temperature, kl_ramp = gumbel_callbacks(
         {**GUMBEL_DEFAULTS, "temperature_anneal_fraction": 100.0,
-         "kl_ramp_fraction": 5000 / 1500},
+         "kl_ramp_fraction": 5000 / 1500, "decoder_fraction": 0.0},
         total_steps=1500,
     )  # fmt: skip
     assert (temperature.num_steps, kl_ramp.num_steps) == (150_000, 5000)
     kwargs = gumbel_quantizer_kwargs({**GUMBEL_DEFAULTS, "straight_through": True})
     assert kwargs["straight_through"] is True
     assert kwargs["temperature"] == GUMBEL_DEFAULTS["temperature_start"]
+
+
+def test_the_decoder_phase_is_the_last_fraction_of_the_run():
+    hparams = {**GUMBEL_DEFAULTS, "learning_rate": 3e-3}
+    hparams.update(decoder_fraction=0.1, decoder_learning_rate=2e-4)
+    *_, phase = gumbel_callbacks(hparams, total_steps=1500)
+    assert isinstance(phase, ArgmaxCodesPhase)
+    assert phase.start_step == 1350
+    schedule = learning_rate_schedule(hparams, total_steps=1500)
+    assert isinstance(schedule, FinalPhase)
+    assert schedule.start_step == 1350
+    assert float(schedule(1349)) == pytest.approx(float(schedule.schedule(1349)))
+    assert float(schedule(1349)) == pytest.approx(3e-3, rel=1e-3)
+    assert float(schedule(1350)) == pytest.approx(2e-4)
+    # No phase: the plain cosine decay and no phase callback.
+    for fraction in (0.0, 1e-4):  # 1e-4 of 1,500 steps rounds to none
+        hparams["decoder_fraction"] = fraction
+        assert len(gumbel_callbacks(hparams, total_steps=1500)) == 2
+        assert type(learning_rate_schedule(hparams, 1500)) is CosineAnnealing
+    # Other flavors' recipes hold the learning rate only.
+    plain = learning_rate_schedule({"learning_rate": 3e-4}, total_steps=1500)
+    assert (type(plain), plain.start_value) == (CosineAnnealing, 3e-4)

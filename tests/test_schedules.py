@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 from keras_dvq.schedules import CosineAnnealing
+from keras_dvq.schedules import FinalPhase
 from keras_dvq.schedules import cosine_anneal
 
 
@@ -53,3 +54,40 @@ def test_learning_rate_schedule_values_and_config():
         keras.saving.serialize_keras_object(schedule)
     )
     assert revived.get_config() == schedule.get_config()
+
+
+def test_final_phase_switches_the_learning_rate_at_its_step():
+    before = CosineAnnealing(start_value=3e-3, end_value=1e-5, num_steps=100)
+    schedule = FinalPhase(before, start_step=60, value=3e-4)
+    for step in (0, 30, 59):
+        assert float(schedule(ops.array(step))) == pytest.approx(
+            cosine_anneal(step, 3e-3, 1e-5, 100), rel=1e-5
+        )
+    for step in (60, 61, 500):
+        assert float(schedule(ops.array(step))) == pytest.approx(3e-4)
+    revived = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(schedule)
+    )
+    assert isinstance(revived.schedule, CosineAnnealing)
+    assert revived.schedule.get_config() == before.get_config()
+    assert float(revived(ops.array(59))) == pytest.approx(float(schedule(59)))
+    assert float(revived(ops.array(60))) == pytest.approx(3e-4)
+    constant = FinalPhase(1e-3, start_step=2, value=1e-4)
+    assert [float(constant(ops.array(s))) for s in (1, 2)] == pytest.approx(
+        [1e-3, 1e-4]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"start_step": -1}, "`start_step` must be an integer >= 0.*start_step=-1"),
+        ({"start_step": 1.5}, "start_step=1.5"),
+        ({"value": 0.0}, "`value` must be a positive number.*value=0.0"),
+        ({"schedule": "fast"}, "`schedule` must be a positive number.*'fast'"),
+    ],
+)
+def test_final_phase_rejects_bad_arguments(kwargs, message):
+    arguments = {"schedule": CosineAnnealing(), "start_step": 10, "value": 1e-4}
+    with pytest.raises(ValueError, match=message):
+        FinalPhase(**{**arguments, **kwargs})

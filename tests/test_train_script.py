@@ -38,7 +38,15 @@ def train_script():
     "flavor_flags",
     [
         [],
-        ["--vq_flavor", "gumbel", "--loss_flavor", "logit_laplace"],
+        # The last half of the steps in the decoder-only phase.
+        [
+            "--vq_flavor",
+            "gumbel",
+            "--loss_flavor",
+            "logit_laplace",
+            "--decoder_fraction",
+            "0.5",
+        ],  # fmt: skip
         ["--vq_flavor", "rvq", "--num_quantizers", "2"],
     ],
     ids=["vqvae", "gumbel", "rvq"],
@@ -66,6 +74,8 @@ def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_f
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 1
+    if "gumbel" in flavor_flags:
+        assert float(rows[0]["argmax_codes"]) == 1.0
     assert {
         "recon_loss",
         "val_recon_loss",
@@ -149,6 +159,7 @@ def test_library_errors_become_one_line(train_script, tmp_path, monkeypatch, cap
     [
         (["--batch_size", "0"], "--batch_size: expected a positive integer, got 0"),
         (["--vq_flavor", "kmeans"], "--vq_flavor: invalid choice: 'kmeans'"),
+        (["--decoder_fraction", "1"], "expected a number in [0, 1), got 1"),
         (["--gpus", "2"], "--gpus 2: "),  # no GPUs here (or the torch backend)
     ],
 )

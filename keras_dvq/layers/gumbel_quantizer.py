@@ -34,10 +34,19 @@ class GumbelQuantizer(Quantizer):
     is the global batch's (an all-reduce, as `VectorQuantizer`'s EMA
     statistics), so two replicas take the single-device step.
 
-    `temperature`, `kl_weight` and `diversity_weight` live in non-trainable
-    variables so that callbacks (`TemperatureAnnealing`, `KLWeightRamp`) can
-    change them between steps of a compiled training loop. Logits, the
-    softmax and both KL terms run in float32 under any dtype policy.
+    The tokenizer emits argmax codes, on which a decoder trained on soft
+    mixtures reconstructs worse (docs/gumbel_tuning.md). While the variable
+    `argmax_codes` is 1, training quantizes as inference does (the argmax
+    code, no noise) and passes no gradient back: the codes stop gradients and
+    the latent loss is 0, so only the decoder learns. `ArgmaxCodesPhase` sets
+    it for the last steps of a run; a model saved in that phase keeps it
+    (assign 0 to train it further end to end).
+
+    `temperature`, `kl_weight`, `diversity_weight` and `argmax_codes` live in
+    non-trainable variables so that callbacks (`TemperatureAnnealing`,
+    `KLWeightRamp`, `ArgmaxCodesPhase`) can change them between steps of a
+    compiled training loop. Logits, the softmax and both KL terms run in
+    float32 under any dtype policy.
 
     Args:
         num_embeddings: int. Number of codes `K`. Defaults to `512`.
@@ -124,6 +133,7 @@ class GumbelQuantizer(Quantizer):
         self.diversity_weight = self._scalar(
             "diversity_weight", self.initial_diversity_weight
         )
+        self.argmax_codes = self._scalar("argmax_codes", 0.0)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -155,7 +165,18 @@ class GumbelQuantizer(Quantizer):
         if not training:
             tokens = self.tokens_of(logits)
             return self.codes_of(tokens), tokens, latent_loss
+        soft, tokens = self._relaxed_codes(logits)
+        # A blend, not a branch: one compiled step serves both phases.
+        hard = self.argmax_codes
+        argmax_tokens = self.tokens_of(logits)
+        quantized = (1.0 - hard) * soft + hard * ops.stop_gradient(
+            self.codes_of(argmax_tokens)
+        )
+        tokens = ops.where(hard > 0.5, argmax_tokens, tokens)
+        return quantized, tokens, (1.0 - hard) * latent_loss
 
+    def _relaxed_codes(self, logits):
+        """The Gumbel-softmax mixture of codes and the sampled tokens."""
         uniform = keras.random.uniform(
             ops.shape(logits), minval=1e-9, maxval=1.0, seed=self.seed_generator
         )
@@ -168,14 +189,18 @@ class GumbelQuantizer(Quantizer):
             codes = ops.arange(self.num_embeddings, dtype="int32")
             hard = ops.cast(ops.equal(tokens[..., None], codes), "float32")
             weights = weights + ops.stop_gradient(hard - weights)
-        return ops.matmul(weights, self.codebook), tokens, latent_loss
+        return ops.matmul(weights, self.codebook), tokens
 
     def load_own_variables(self, store):
-        # Files saved before `diversity_weight` existed hold one variable
-        # fewer, the last one: it keeps its initial value.
+        # Files saved before `diversity_weight` or `argmax_codes` existed
+        # lack the last one or two variables: those keep their initial values.
         own = self._trainable_variables + self._non_trainable_variables
-        if len(store.keys()) == len(own) - 1 and own[-1] is self.diversity_weight:
-            for index, variable in enumerate(own[:-1]):
+        missing = len(own) - len(store.keys())
+        added_later = [self.diversity_weight, self.argmax_codes]
+        if 0 < missing <= len(added_later) and all(
+            a is b for a, b in zip(own[-missing:], added_later[-missing:], strict=True)
+        ):
+            for index, variable in enumerate(own[:-missing]):
                 variable.assign(store[f"{index}"])
             return
         super().load_own_variables(store)

@@ -214,6 +214,11 @@ class ArgmaxCodesPhase(_QuantizerSchedule):
     with a lower learning rate for the same steps (`FinalPhase`). The current
     value is written to the epoch logs as `argmax_codes`.
 
+    When the phase begins, the optimizer's momentum (its variables named
+    `*_momentum`, as Keras' Adam, AdamW, SGD and Lion name them) is zeroed:
+    otherwise it keeps moving the encoder for some 20 steps without a
+    gradient, and the tokens with it (docs/gumbel_tuning.md).
+
     Args:
         start_step: int. First optimizer step of the phase.
 
@@ -237,6 +242,19 @@ class ArgmaxCodesPhase(_QuantizerSchedule):
 
     def value_at(self, step):
         return 1.0 if step >= self.start_step else 0.0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        # A run resumed inside the phase has already reset its momentum.
+        self._in_phase = float(ops.convert_to_numpy(self._variable)) == 1.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)  # synced the JAX state
+        if self.value == 1.0 and not self._in_phase:
+            for variable in self.model.optimizer.variables:
+                if variable.name.endswith("_momentum"):
+                    variable.assign(ops.zeros(variable.shape, variable.dtype))
+        self._in_phase = self.value == 1.0
 
 
 def sync_training_state(model):

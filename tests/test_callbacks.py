@@ -162,6 +162,50 @@ def test_argmax_codes_phase_starts_at_its_step_and_continues_on_resume(rng):
     assert probe.values == [1.0] * 4
 
 
+class WeightsAtStep(keras.callbacks.Callback):
+    """Records the trainable weights before step `step` (after the callbacks
+    listed before it) and at the end of training."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            self.at_step = trainable_weights(self.model)
+
+    def on_train_end(self, logs=None):
+        self.at_end = trainable_weights(self.model)
+
+
+def trainable_weights(model):
+    return {v.path: ops.convert_to_numpy(v) for v in model.trainable_weights}
+
+
+def test_argmax_codes_phase_freezes_the_tokenizer_momentum_included(rng):
+    model = tiny_model("gumbel")
+    model.build((None, 8, 8, 3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))  # no weight decay
+    initial = trainable_weights(model)
+    weights = WeightsAtStep(4)
+    model.fit(
+        images(rng),
+        batch_size=8,
+        epochs=2,
+        callbacks=[ArgmaxCodesPhase(start_step=4), weights],
+        verbose=0,
+    )  # 8 steps, the last 4 in the phase
+    for path, value in weights.at_step.items():
+        moved = np.abs(weights.at_end[path] - value).max()
+        if "/decoder/" in path:
+            assert moved > 0 or path.endswith("bias"), path
+        else:
+            # Moved before the phase (Adam's momentum would carry it on),
+            # not in it.
+            assert np.abs(value - initial[path]).max() > 0, path
+            assert moved == 0, path
+
+
 def test_schedules_reject_a_model_without_the_variable(rng):
     model = tiny_model("vqvae")
     model.compile()

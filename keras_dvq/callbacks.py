@@ -225,11 +225,11 @@ class ArgmaxCodesPhase(_QuantizerSchedule):
     Example:
 
     ```python
-    # 1,500 steps, the last 150 on argmax codes at learning rate 3e-4.
-    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1350, value=3e-4)
+    # 1,500 steps, the last 300 on argmax codes at learning rate 3e-4.
+    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1200, value=3e-4)
     model.compile(optimizer=keras.optimizers.AdamW(schedule))
     model.fit(x_train, epochs=10, steps_per_epoch=150,
-              callbacks=[ArgmaxCodesPhase(start_step=1350)])
+              callbacks=[ArgmaxCodesPhase(start_step=1200)])
     ```
     """
 

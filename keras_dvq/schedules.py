@@ -80,7 +80,7 @@ class FinalPhase(keras.optimizers.schedules.LearningRateSchedule):
     Example:
 
     ```python
-    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1350, value=3e-4)
+    schedule = FinalPhase(CosineAnnealing(3e-3), start_step=1200, value=3e-4)
     model.compile(optimizer=keras.optimizers.AdamW(schedule))
     ```
     """

@@ -48,6 +48,7 @@ GUMBEL_DEFAULTS = {
     "kl_weight": 1.5e-5,
     "kl_ramp_fraction": 0.881,
     "diversity_weight": 3e-2,
+    "balance_rate": 0.0,
     "straight_through": False,
     "decoder_fraction": 0.2,
     "decoder_learning_rate": 3e-4,
@@ -180,6 +181,7 @@ def gumbel_quantizer_kwargs(hparams):
         "temperature": hparams["temperature_start"],
         "kl_weight": hparams["kl_weight"],
         "diversity_weight": hparams["diversity_weight"],
+        "balance_rate": hparams.get("balance_rate", 0.0),
         "straight_through": hparams["straight_through"],
     }
 

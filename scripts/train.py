@@ -136,6 +136,7 @@ def make_parser():
         ("kl_weight", non_negative_float),
         ("kl_ramp_fraction", positive_float),
         ("diversity_weight", non_negative_float),
+        ("balance_rate", non_negative_float),
         ("decoder_fraction", unit_fraction),
         ("decoder_learning_rate", positive_float),
     ):

@@ -40,6 +40,7 @@ FLAVORS = {
         "vq_flavor": "gumbel",
         "kl_weight": 0.1,
         "diversity_weight": 1.0,
+        "balance_rate": 0.5,
     },
     "rvq": {
         **SIZES,

@@ -62,6 +62,7 @@ def test_config_round_trip_keeps_every_argument():
         embedding_dim=3,
         temperature=0.5,
         kl_weight=0.1,
+        balance_rate=0.02,
         straight_through=True,
         codebook_initializer=keras.initializers.RandomUniform(-1.0, 1.0),
         seed=9,
@@ -70,6 +71,7 @@ def test_config_round_trip_keeps_every_argument():
     config = quantizer.get_config()
     assert config["temperature"] == 0.5
     assert config["kl_weight"] == 0.1
+    assert config["balance_rate"] == 0.02
     revived = GumbelQuantizer.from_config(config)
     assert revived.get_config() == config
     revived.build((None, F))
@@ -318,28 +320,105 @@ def test_diversity_term_keeps_codes_in_use_where_reconstruction_alone_collapses(
     assert codes_used_after_training(1.0) >= 52
 
 
-@pytest.mark.parametrize("saved_diversity_weight", [None, 0.6])
-def test_models_saved_before_the_later_variables_load(rng, saved_diversity_weight):
+def collapsed_quantizer(balance_rate, inputs):
+    """A quantizer whose projection bias makes code 0 every position's argmax
+    by a margin of 5."""
+    quantizer = GumbelQuantizer(K, D, balance_rate=balance_rate, seed=0)
+    quantizer(inputs)
+    quantizer.projection.bias.assign(5.0 * np.eye(K, dtype="float32")[0])
+    return quantizer
+
+
+def test_balance_revives_every_code_of_a_collapsed_quantizer(rng):
+    inputs = rng.normal(size=(64, F)).astype("float32")
+    codes_used = {}
+    for rate in (0.0, 0.05):
+        quantizer = collapsed_quantizer(rate, inputs)
+        assert len(np.unique(to_numpy(quantizer.tokenize(inputs)))) == 1
+        for _ in range(200):
+            quantizer(inputs, training=True)
+        codes_used[rate] = len(np.unique(to_numpy(quantizer.tokenize(inputs))))
+    # Measured: 1 and 16 of 16 codes on the three backends.
+    assert codes_used == {0.0: 1, 0.05: K}
+
+
+def test_balance_step_matches_numpy(rng):
+    inputs = rng.normal(size=(40, F)).astype("float32")
+    quantizer = GumbelQuantizer(K, D, balance_rate=0.1, seed=0)
+    quantizer(inputs)
+    offset = rng.normal(size=K).astype("float32")
+    quantizer.logit_offset.assign(offset)
+    logits = to_numpy(quantizer.projection(inputs)) + offset
+    share = np.bincount(logits.argmax(-1), minlength=K) / len(inputs)
+    # Codes over the even share 1/K step down, those under it up; the step is
+    # centred.
+    step = np.sign(1.0 / K - share)
+    expected = offset + 0.1 * (step - step.mean())
+    _, tokens = quantizer(inputs, training=True)
+    np.testing.assert_allclose(to_numpy(quantizer.logit_offset), expected, atol=1e-6)
+    # The step's own tokens were drawn with the offset it started from.
+    np.testing.assert_array_equal(
+        to_numpy(quantizer(inputs)[1]),
+        np.argmax(to_numpy(quantizer.projection(inputs)) + expected, axis=-1),
+    )
+    assert tuple(tokens.shape) == (40,)
+
+
+def test_offset_takes_part_in_inference_and_freezes_with_argmax_codes(rng):
+    inputs = rng.normal(size=(32, F)).astype("float32")
+    quantizer = GumbelQuantizer(K, D, balance_rate=0.1, seed=0)
+    quantizer(inputs)
+    offset = 3.0 * np.eye(K, dtype="float32")[7]
+    quantizer.logit_offset.assign(offset)
+    logits = to_numpy(quantizer.projection(inputs)) + offset
+    np.testing.assert_array_equal(
+        to_numpy(quantizer.tokenize(inputs)), logits.argmax(-1)
+    )
+    np.testing.assert_array_equal(to_numpy(quantizer(inputs)[1]), logits.argmax(-1))
+    # Inference leaves it alone; so does training in the decoder-only phase.
+    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), offset)
+    quantizer.argmax_codes.assign(1.0)
+    quantizer(inputs, training=True)
+    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), offset)
+    quantizer.argmax_codes.assign(0.0)
+    quantizer(inputs, training=True)
+    assert not np.array_equal(to_numpy(quantizer.logit_offset), offset)
+
+
+def test_without_balance_the_offset_stays_zero(rng):
+    inputs = rng.normal(size=(32, F)).astype("float32")
+    quantizer = GumbelQuantizer(K, D, seed=0)
+    for _ in range(3):
+        quantizer(inputs, training=True)
+    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), 0.0)
+
+
+@pytest.mark.parametrize("saved_later", [(), (0.6,), (0.6, 0.0)])
+def test_models_saved_before_the_later_variables_load(rng, saved_later):
     quantizer = GumbelQuantizer(
         K, D, temperature=0.7, kl_weight=0.2, diversity_weight=0.1
     )
     quantizer.build((None, F))
     quantizer.argmax_codes.assign(1.0)
-    # The store of a file written before `argmax_codes` existed, and of one
-    # written before `diversity_weight` too.
+    quantizer.logit_offset.assign(np.full(K, 0.5, "float32"))
+    # The stores of files written before `logit_offset`, `argmax_codes` and
+    # `diversity_weight` existed: each lacks the variables added after it.
     codebook = rng.normal(size=(K, D)).astype("float32")
     old_store = {"0": codebook, "1": np.float32(0.9), "2": np.float32(0.3)}
-    if saved_diversity_weight is not None:
-        old_store["3"] = np.float32(saved_diversity_weight)
+    for index, value in enumerate(saved_later, start=3):
+        old_store[f"{index}"] = np.float32(value)
     quantizer.load_own_variables(old_store)
     np.testing.assert_array_equal(to_numpy(quantizer.codebook), codebook)
     assert float(to_numpy(quantizer.temperature)) == pytest.approx(0.9)
     assert float(to_numpy(quantizer.kl_weight)) == pytest.approx(0.3)
     assert float(to_numpy(quantizer.diversity_weight)) == pytest.approx(
-        saved_diversity_weight or 0.1
+        saved_later[0] if saved_later else 0.1
     )
-    assert float(to_numpy(quantizer.argmax_codes)) == 1.0  # left as it was
-    with pytest.raises(ValueError, match="expected 5 variables"):
+    # Variables the file lacks are left as they were.
+    argmax_codes = saved_later[1] if len(saved_later) > 1 else 1.0
+    assert float(to_numpy(quantizer.argmax_codes)) == argmax_codes
+    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), 0.5)
+    with pytest.raises(ValueError, match="expected 6 variables"):
         quantizer.load_own_variables({"0": codebook})
 
 
@@ -405,6 +484,7 @@ def test_mixed_precision_keeps_logits_and_codebook_in_float32(mixed_bfloat16, rn
         ({"kl_weight": -1}, "kl_weight=-1"),
         ({"kl_weight": float("inf")}, "kl_weight=inf"),
         ({"diversity_weight": -0.1}, "diversity_weight=-0.1"),
+        ({"balance_rate": -0.01}, "balance_rate=-0.01"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):

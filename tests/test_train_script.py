@@ -46,6 +46,8 @@ def train_script():
             "logit_laplace",
             "--decoder_fraction",
             "0.5",
+            "--balance_rate",
+            "0.1",
         ],  # fmt: skip
         ["--vq_flavor", "rvq", "--num_quantizers", "2"],
     ],
@@ -76,6 +78,10 @@ def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_f
     assert len(rows) == 1
     if "gumbel" in flavor_flags:
         assert float(rows[0]["argmax_codes"]) == 1.0
+        # The balancing offset moved in the first half and was saved.
+        quantizer = keras.models.load_model(out / "model.keras").quantizer
+        assert quantizer.balance_rate == 0.1
+        assert np.abs(ops.convert_to_numpy(quantizer.logit_offset)).max() > 0
     assert {
         "recon_loss",
         "val_recon_loss",
@@ -215,6 +221,7 @@ def test_hparams_file_sets_flags_and_command_line_wins(train_script, tmp_path):
     [
         ({"kl_weigth": 1e-3}, "--hparams HPARAMS: unknown key 'kl_weigth'; expected"),
         ({"kl_weight": -1}, "argument --kl_weight: expected a number >= 0, got -1"),
+        ({"balance_rate": -1}, "--balance_rate: expected a number >= 0, got -1"),
         ({"n_hid": 8.5}, "argument --n_hid: invalid positive_int value: '8.5'"),
         ({"straight_through": "yes"}, "'straight_through' must be true or false"),
         ({"kl_weight": None}, "bad value for 'kl_weight': null"),

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_dvq import distribute
+from keras_dvq.code_statistics import code_counts
 from keras_dvq.code_statistics import entropy
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.validation import check_non_negative
@@ -42,6 +43,18 @@ class GumbelQuantizer(Quantizer):
     it for the last steps of a run; a model saved in that phase keeps it
     (assign 0 to train it further end to end).
 
+    With `balance_rate > 0`, the logits get a non-trainable per-code offset
+    that a controller, not the gradient, sets (the auxiliary-loss-free load
+    balancing of DeepSeek-V3's mixture-of-experts router): after every
+    training step, the offset of each code that won fewer than `1 / K` of the
+    batch's argmax choices rises by `balance_rate`, that of each code that
+    won more falls by as much. A code no position picks, whose gradient is
+    all but zero, thus climbs until it wins somewhere; the offset is part of
+    the logits everywhere (sampling, argmax tokens, both KL terms), so the
+    tokenizer emits the codes it was balanced on. Like the diversity term,
+    the batch's counts are the global batch's under `tf.distribute`; the
+    offset does not move during the `argmax_codes` phase.
+
     `temperature`, `kl_weight`, `diversity_weight` and `argmax_codes` live in
     non-trainable variables so that callbacks (`TemperatureAnnealing`,
     `KLWeightRamp`, `ArgmaxCodesPhase`) can change them between steps of a
@@ -62,6 +75,9 @@ class GumbelQuantizer(Quantizer):
             distribution to the uniform one. Defaults to `0.0` (off);
             `scripts/train.py`'s gumbel recipe uses `0.03`, which keeps the
             codebook in use (docs/gumbel_tuning.md).
+        balance_rate: float. Step of the per-code logit offset that evens
+            out the codes' use (see above). Defaults to `0.0` (off; the
+            offset stays 0).
         straight_through: bool. Hard one-hot forward pass with the soft
             gradient. Defaults to `False` (soft relaxation, as the original and
             the tuned recipe).
@@ -100,6 +116,7 @@ class GumbelQuantizer(Quantizer):
         temperature=0.5,
         kl_weight=1.5e-5,
         diversity_weight=0.0,
+        balance_rate=0.0,
         straight_through=False,
         codebook_initializer=None,
         seed=None,
@@ -122,6 +139,7 @@ class GumbelQuantizer(Quantizer):
         self.initial_diversity_weight = check_non_negative(
             "diversity_weight", diversity_weight
         )
+        self.balance_rate = check_non_negative("balance_rate", balance_rate)
         self.straight_through = bool(straight_through)
         self.codebook_initializer = keras.initializers.get(
             codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
@@ -134,6 +152,14 @@ class GumbelQuantizer(Quantizer):
             "diversity_weight", self.initial_diversity_weight
         )
         self.argmax_codes = self._scalar("argmax_codes", 0.0)
+        self.logit_offset = self.add_weight(
+            name="logit_offset",
+            shape=(num_embeddings,),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -152,6 +178,7 @@ class GumbelQuantizer(Quantizer):
         )
 
     def quantize_latents(self, logits, training=False):
+        logits = self._offset(logits)
         log_q = ops.log_softmax(logits, axis=-1)
         log_k = math.log(self.num_embeddings)
         q = ops.exp(log_q)
@@ -162,18 +189,32 @@ class GumbelQuantizer(Quantizer):
         average_kl = log_k - entropy(average_q)
         latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 
+        argmax_tokens = _argmax(logits)
         if not training:
-            tokens = self.tokens_of(logits)
-            return self.codes_of(tokens), tokens, latent_loss
+            return self.codes_of(argmax_tokens), argmax_tokens, latent_loss
         soft, tokens = self._relaxed_codes(logits)
         # A blend, not a branch: one compiled step serves both phases.
         hard = self.argmax_codes
-        argmax_tokens = self.tokens_of(logits)
+        if self.balance_rate > 0:
+            self._balance(argmax_tokens, frozen=hard)
         quantized = (1.0 - hard) * soft + hard * ops.stop_gradient(
             self.codes_of(argmax_tokens)
         )
         tokens = ops.where(hard > 0.5, argmax_tokens, tokens)
         return quantized, tokens, (1.0 - hard) * latent_loss
+
+    def _offset(self, logits):
+        return logits + self.logit_offset
+
+    def _balance(self, tokens, frozen):
+        """Moves the offset of every code toward an even share of the
+        batch's argmax choices (none while `frozen` is 1)."""
+        counts = code_counts(tokens, self.num_embeddings)
+        share = distribute.replica_mean(counts / ops.sum(counts))
+        step = ops.sign(1.0 / self.num_embeddings - share)
+        # Logits are shift-invariant: a centred step keeps the offset bounded.
+        step = self.balance_rate * (1.0 - frozen) * (step - ops.mean(step))
+        self.logit_offset.assign(self.logit_offset + step)
 
     def _relaxed_codes(self, logits):
         """The Gumbel-softmax mixture of codes and the sampled tokens."""
@@ -192,11 +233,12 @@ class GumbelQuantizer(Quantizer):
         return ops.matmul(weights, self.codebook), tokens
 
     def load_own_variables(self, store):
-        # Files saved before `diversity_weight` or `argmax_codes` existed
-        # lack the last one or two variables: those keep their initial values.
+        # Files saved before `diversity_weight`, `argmax_codes` or
+        # `logit_offset` existed lack the last one to three variables: those
+        # keep their initial values.
         own = self._trainable_variables + self._non_trainable_variables
         missing = len(own) - len(store.keys())
-        added_later = [self.diversity_weight, self.argmax_codes]
+        added_later = [self.diversity_weight, self.argmax_codes, self.logit_offset]
         if 0 < missing <= len(added_later) and all(
             a is b for a, b in zip(own[-missing:], added_later[-missing:], strict=True)
         ):
@@ -207,7 +249,7 @@ class GumbelQuantizer(Quantizer):
 
     def tokens_of(self, logits):
         # The argmax of the logits: the mode of the code distribution.
-        return ops.cast(ops.argmax(logits, axis=-1), "int32")
+        return _argmax(self._offset(logits))
 
     def codes_of(self, tokens):
         return ops.take(self.codebook, tokens, axis=0)
@@ -221,6 +263,7 @@ class GumbelQuantizer(Quantizer):
                 "temperature": self.initial_temperature,
                 "kl_weight": self.initial_kl_weight,
                 "diversity_weight": self.initial_diversity_weight,
+                "balance_rate": self.balance_rate,
                 "straight_through": self.straight_through,
                 "codebook_initializer": keras.initializers.serialize(
                     self.codebook_initializer
@@ -228,3 +271,7 @@ class GumbelQuantizer(Quantizer):
             }
         )
         return config
+
+
+def _argmax(logits):
+    return ops.cast(ops.argmax(logits, axis=-1), "int32")

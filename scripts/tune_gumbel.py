@@ -129,6 +129,7 @@ class GumbelHyperModel(keras_tuner.HyperModel):
             "kl_weight": hp.Float("kl_weight", 1e-6, 1e-2, **log),
             "kl_ramp_fraction": hp.Float("kl_ramp_fraction", 0.02, 5.0, **log),
             "diversity_weight": hp.Float("diversity_weight", 1e-4, 1e-1, **log),
+            "balance_rate": hp.Float("balance_rate", 0.0, 0.05),
             "straight_through": hp.Boolean("straight_through"),
             "decoder_fraction": hp.Float("decoder_fraction", 0.0, 0.3),
             "decoder_learning_rate": hp.Float(

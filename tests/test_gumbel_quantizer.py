@@ -332,14 +332,15 @@ def collapsed_quantizer(balance_rate, inputs):
 def test_balance_revives_every_code_of_a_collapsed_quantizer(rng):
     inputs = rng.normal(size=(64, F)).astype("float32")
     codes_used = {}
-    for rate in (0.0, 0.05):
+    for rate in (0.0, 0.1):
         quantizer = collapsed_quantizer(rate, inputs)
         assert len(np.unique(to_numpy(quantizer.tokenize(inputs)))) == 1
-        for _ in range(200):
+        for _ in range(60):
             quantizer(inputs, training=True)
         codes_used[rate] = len(np.unique(to_numpy(quantizer.tokenize(inputs))))
-    # Measured: 1 and 16 of 16 codes on the three backends.
-    assert codes_used == {0.0: 1, 0.05: K}
+    # Measured: 1 and 16 of 16 codes on the three backends (16 after 30
+    # steps already).
+    assert codes_used == {0.0: 1, 0.1: K}
 
 
 def test_balance_step_matches_numpy(rng):

@@ -107,6 +107,8 @@ class GumbelQuantizer(Quantizer):
     Reference:
         - [Jang et al., 2016](https://arxiv.org/abs/1611.01144)
         - [Ramesh et al., 2021](https://arxiv.org/abs/2102.12092), sec. 2.1.
+        - [DeepSeek-AI, 2024](https://arxiv.org/abs/2412.19437), sec. 2.1.2
+          (the balancing offset).
     """
 
     def __init__(

@@ -181,7 +181,7 @@ def gumbel_quantizer_kwargs(hparams):
         "temperature": hparams["temperature_start"],
         "kl_weight": hparams["kl_weight"],
         "diversity_weight": hparams["diversity_weight"],
-        "balance_rate": hparams.get("balance_rate", 0.0),
+        "balance_rate": hparams["balance_rate"],
         "straight_through": hparams["straight_through"],
     }
 

@@ -357,7 +357,7 @@ def test_balance_step_matches_numpy(rng):
     expected = offset + 0.1 * (step - step.mean())
     _, tokens = quantizer(inputs, training=True)
     np.testing.assert_allclose(to_numpy(quantizer.logit_offset), expected, atol=1e-6)
-    # The step's own tokens were drawn with the offset it started from.
+    # Inference after the step takes the argmax with the new offset.
     np.testing.assert_array_equal(
         to_numpy(quantizer(inputs)[1]),
         np.argmax(to_numpy(quantizer.projection(inputs)) + expected, axis=-1),

@@ -13,10 +13,16 @@ continues the search where it stopped, and a re-run with other flags than
 hyperparameters, score, val_psnr, val_recon_loss, val_perplexity,
 val_cluster_use and val_bits_per_token) and `best_hyperparameters.json`, which
 `scripts/train.py --hparams` trains with.
+
+`--report_only` writes the last two from the trials completed so far and
+trains nothing: the way to read a search that was stopped before
+`--max_trials` (stop it first; keras-tuner's state is not meant for two
+processes at once).
 """
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -28,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 
+from keras_dvq import atomic  # noqa: E402
 from keras_dvq import recipe  # noqa: E402
 from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.recipe import MODEL_FLAGS  # noqa: E402
@@ -179,6 +186,12 @@ def parse_args(argv=None):
         help="trials in all, counting those of earlier runs (not hyperband)",
     )
     add("--max_steps", type=positive_int, default=400, help="training steps per trial")
+    add(
+        "--report_only",
+        action="store_true",
+        help="write trials.csv and best_hyperparameters.json of the trials "
+        "completed so far; train nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -224,7 +237,15 @@ def check_search_flags(args):
 
 
 def tune(args):
+    if args.report_only and not os.path.exists(os.path.join(args.out, SETTINGS_FILE)):
+        raise ValueError(f"--out {args.out} holds no search to report on.")
     check_search_flags(args)
+    model_flags = {key: getattr(args, key) for key in MODEL_FLAGS if key != "vq_flavor"}
+    model_kwargs = {k: v for k, v in model_flags.items() if k != "batch_size"}
+    if args.report_only:
+        # The tuner only reads its trials back: no data, no training.
+        tuner = make_tuner(args, GumbelHyperModel(model_kwargs, 1, args.seed), 1)
+        return report(args, tuner, model_flags)
     keras.utils.set_random_seed(args.seed)
     train_data, val_data = recipe.load_splits(
         args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
@@ -232,8 +253,6 @@ def tune(args):
     epochs, steps_per_epoch = recipe.run_length(
         int(train_data.cardinality()), args.max_steps
     )
-    model_flags = {key: getattr(args, key) for key in MODEL_FLAGS if key != "vq_flavor"}
-    model_kwargs = {k: v for k, v in model_flags.items() if k != "batch_size"}
     hypermodel = GumbelHyperModel(model_kwargs, epochs * steps_per_epoch, args.seed)
     tuner = make_tuner(args, hypermodel, epochs)
     tuner.search(
@@ -244,6 +263,11 @@ def tune(args):
         shuffle=False,  # the pipeline shuffles
         verbose=2,
     )
+    return report(args, tuner, model_flags)
+
+
+def report(args, tuner, model_flags):
+    """Writes trials.csv and best_hyperparameters.json; returns the latter."""
     rows = trial_rows(tuner)
     write_csv(os.path.join(args.out, "trials.csv"), rows)
     done = [row for row in rows if row[OBJECTIVE] != ""]
@@ -252,10 +276,11 @@ def tune(args):
     best = max(done, key=lambda row: row[OBJECTIVE])
     best_hparams = {"vq_flavor": "gumbel", **model_flags}
     best_hparams.update({key: best[key] for key in GUMBEL_DEFAULTS})
-    with open(os.path.join(args.out, "best_hyperparameters.json"), "w") as file:
-        json.dump(best_hparams, file, indent=2)
-        file.write("\n")
-    print(f"{len(done)} trials completed; best (trial {best['trial_id']}):")
+    text = json.dumps(best_hparams, indent=2) + "\n"
+    atomic.write_text(os.path.join(args.out, "best_hyperparameters.json"), text)
+    print(
+        f"{len(done)} of {len(rows)} trials completed; best (trial {best['trial_id']}):"
+    )
     for key in (OBJECTIVE, *USAGE_METRICS, *GUMBEL_DEFAULTS):
         print(f"  {key}: {best[key]}")
     print(f"wrote {args.out}: trials.csv, best_hyperparameters.json")
@@ -282,10 +307,11 @@ def trial_rows(tuner):
 
 def write_csv(path, rows):
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(path, text.getvalue())
 
 
 def main(argv=None):

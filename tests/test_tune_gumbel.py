@@ -139,6 +139,44 @@ def test_rerun_with_other_flags_is_refused(search, tune_script, tmp_path, capsys
     assert read_trials(out) == read_trials(search)  # untouched
 
 
+def test_report_only_reads_a_stopped_search(search, tune_script, tmp_path, monkeypatch):
+    search, argv = search
+    out = tmp_path / "search"
+    shutil.copytree(search, out)
+    (out / "trials.csv").unlink()
+    (out / "best_hyperparameters.json").unlink()
+    # Trial 1 as a search killed during it leaves it: running, no metrics.
+    trial_file = out / "search" / "trial_1" / "trial.json"
+    trial = json.loads(trial_file.read_text())
+    trial["status"] = "RUNNING"
+    trial["metrics"]["metrics"] = {}
+    trial_file.write_text(json.dumps(trial))
+
+    def no_build(self, hp):
+        raise AssertionError("--report_only trained a model")
+
+    monkeypatch.setattr(tune_script.GumbelHyperModel, "build", no_build)
+    argv = [*argv[:-1], str(out), "--tuner", "random", "--max_trials", "2"]
+    assert tune_script.main([*argv, "--report_only"]) == 0
+    rows = read_trials(out)
+    old = read_trials(search)
+    assert rows[0] == old[0]
+    assert (rows[1]["status"], rows[1]["val_tokenizer_score"]) == ("RUNNING", "")
+    best = json.loads((out / "best_hyperparameters.json").read_text())
+    assert best["kl_weight"] == float(old[0]["kl_weight"])  # the one completed
+
+
+def test_report_only_without_a_search_is_refused(tune_script, tmp_path, capsys):
+    argv = ["--dataset", "sample", "--out", str(tmp_path / "none"), "--report_only"]
+    assert tune_script.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"tune_gumbel.py: error: --out {tmp_path / 'none'} holds no search to "
+        "report on."
+    )
+    assert not (tmp_path / "none").exists()
+
+
 def test_bayesian_tuner_search(tune_script, tmp_path):
     dataset = image_folder(tmp_path / "images")
     argv = ["--dataset", dataset, *RUN, "--out", str(tmp_path)]

@@ -216,6 +216,17 @@ def test_hparams_file_sets_flags_and_command_line_wins(train_script, tmp_path):
     assert (recipe["kl_weight"], recipe["straight_through"]) == (0.25, False)
 
 
+def test_shipped_dalle_recipe_is_the_measured_one(train_script, tmp_path):
+    """recipes/dalle.json holds the flags of docs/gumbel_tuning.md's DALL-E
+    runs with the balancing offset; the rest are the gumbel defaults."""
+    dalle = SCRIPT.parents[1] / "recipes" / "dalle.json"
+    args = train_script.parse_args(["--hparams", str(dalle), "--out", str(tmp_path)])
+    model_flags = (args.vq_flavor, args.enc_dec_flavor, args.loss_flavor)
+    assert model_flags == ("gumbel", "openai", "logit_laplace")
+    changed = {"learning_rate": 1e-3, "diversity_weight": 3.0, "balance_rate": 1e-2}
+    assert train_script.recipe_hparams(args) == {**GUMBEL_DEFAULTS, **changed}
+
+
 @pytest.mark.parametrize(
     "content, match",
     [

@@ -27,6 +27,17 @@ from keras_dvq.schedules import FinalPhase
 
 LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 
+# How long the learning rate's cosine decay (to 1.25e-6) lasts. "original":
+# the original repo's 1,200,000 steps, so a run of a few thousand steps
+# trains at its peak rate to the end, and its last epochs' validation moves
+# by 1-3 dB (docs/quantizers.md). "run": the same decay over the run's own
+# steps, ending near zero, so the final model is a settled one.
+ORIGINAL_DECAY_STEPS = 1_200_000
+LEARNING_RATE_DECAYS = {
+    "original": "the original repo's decay over 1,200,000 steps",
+    "run": "the same decay over this run's steps, ending near zero",
+}
+
 # The gumbel flavor's defaults: the winner of the keras-tuner search of
 # docs/gumbel_tuning.md (28 trials of 400 steps on `sample`;
 # rounded to three significant digits). At 1,500 steps it reached val
@@ -167,12 +178,21 @@ def decoder_phase_start(hparams, total_steps):
     return total_steps - round(fraction * total_steps)
 
 
-def learning_rate_schedule(hparams, total_steps):
+def learning_rate_schedule(hparams, total_steps, decay="original"):
     """The learning rate of a run of `total_steps` from a dict with
     `learning_rate` and, optionally, the decoder phase's keys of
-    `GUMBEL_DEFAULTS`: the original's cosine decay from `learning_rate`,
-    then `decoder_learning_rate` for the decoder-only phase."""
-    schedule = CosineAnnealing(start_value=hparams["learning_rate"])
+    `GUMBEL_DEFAULTS`: the original's cosine decay from `learning_rate`
+    (over `LEARNING_RATE_DECAYS[decay]`), then `decoder_learning_rate` for
+    the decoder-only phase."""
+    if decay not in LEARNING_RATE_DECAYS:
+        raise ValueError(
+            f"Argument `decay` must be one of {sorted(LEARNING_RATE_DECAYS)}. "
+            f"Received: decay={decay!r}"
+        )
+    decay_steps = total_steps if decay == "run" else ORIGINAL_DECAY_STEPS
+    schedule = CosineAnnealing(
+        start_value=hparams["learning_rate"], num_steps=decay_steps
+    )
     start = decoder_phase_start(hparams, total_steps)
     if start >= total_steps:
         return schedule

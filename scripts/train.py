@@ -122,6 +122,13 @@ def make_parser():
         help=f"peak learning rate (default: {recipe.LEARNING_RATE}; gumbel: "
         f"{GUMBEL_DEFAULTS['learning_rate']:g})",
     )
+    add(
+        "--lr_decay",
+        choices=list(recipe.LEARNING_RATE_DECAYS),
+        default="original",
+        help="length of the learning rate's cosine decay: "
+        + "; ".join(f"{k}: {v}" for k, v in recipe.LEARNING_RATE_DECAYS.items()),
+    )
     gumbel = parser.add_argument_group(
         "gumbel flavor",
         "Schedule lengths are fractions of the run's total steps (above 1: the "
@@ -303,7 +310,9 @@ def build_model(args, hparams, total_steps):
         quantizer_kwargs["num_embeddings"] = args.num_embeddings
         quantizer_kwargs["embedding_dim"] = args.embedding_dim
     return recipe.build_model(
-        learning_rate=recipe.learning_rate_schedule(hparams, total_steps),
+        learning_rate=recipe.learning_rate_schedule(
+            hparams, total_steps, decay=args.lr_decay
+        ),
         vq_flavor=args.vq_flavor,
         enc_dec_flavor=args.enc_dec_flavor,
         loss_flavor=args.loss_flavor,

@@ -71,3 +71,25 @@ def test_the_decoder_phase_is_the_last_fraction_of_the_run():
     # Other flavors' recipes hold the learning rate only.
     plain = learning_rate_schedule({"learning_rate": 3e-4}, total_steps=1500)
     assert (type(plain), plain.start_value) == (CosineAnnealing, 3e-4)
+
+
+def test_run_decay_ends_the_learning_rate_at_the_last_step():
+    hparams = {"learning_rate": 3e-4}
+    original = learning_rate_schedule(hparams, total_steps=1500)
+    run = learning_rate_schedule(hparams, total_steps=1500, decay="run")
+    assert (original.num_steps, run.num_steps) == (1_200_000, 1500)
+    # The original decay barely moves in a short run; the run's reaches its
+    # end value at the last step, through the same curve.
+    assert float(original(1500)) == pytest.approx(3e-4, rel=1e-5)
+    assert float(run(0)) == pytest.approx(3e-4)
+    assert float(run(750)) == pytest.approx(1.25e-6 + (3e-4 - 1.25e-6) * 2**-0.5)
+    assert float(run(1500)) == pytest.approx(1.25e-6)
+    # With a decoder phase, the decay still spans the whole run.
+    gumbel = {**GUMBEL_DEFAULTS, "decoder_fraction": 0.2}
+    phased = learning_rate_schedule(gumbel, total_steps=1000, decay="run")
+    assert (phased.start_step, phased.schedule.num_steps) == (800, 1000)
+
+
+def test_unknown_decay_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"`decay` must be one of.*'linear'"):
+        learning_rate_schedule({"learning_rate": 3e-4}, 1500, decay="linear")

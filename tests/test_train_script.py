@@ -251,6 +251,25 @@ def test_bad_hparams_file_exits_2(train_script, tmp_path, capsys, content, match
     assert match.replace("HPARAMS", str(path)) in error
 
 
+@pytest.mark.parametrize("decay, last_rate", [("original", 3e-4), ("run", 1.25e-6)])
+def test_lr_decay_sets_where_the_learning_rate_ends(
+    train_script, tmp_path, decay, last_rate
+):
+    argv = ["--out", str(tmp_path), "--lr_decay", decay, *TINY]
+    args = train_script.parse_args(argv)
+    model = train_script.build_model(args, train_script.recipe_hparams(args), 40)
+    model.optimizer.iterations.assign(40)
+    assert float(model.optimizer.learning_rate) == pytest.approx(last_rate, rel=1e-3)
+
+
+def test_unknown_lr_decay_exits_2(train_script, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--out", str(tmp_path), "--lr_decay", "linear"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --lr_decay: invalid choice: 'linear'" in error
+
+
 def test_gumbel_flags_need_the_gumbel_flavor(train_script, tmp_path, capsys):
     assert train_script.main(["--kl_weight", "0.1", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()

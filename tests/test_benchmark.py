@@ -33,6 +33,9 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
         result["encode_images_per_s"] / result["train_images_per_s"]
     )
     assert result["peak_memory_mb"] > 0
+    # Batch 8 of 8x8 token grids against 512 codes: one block holds them all.
+    assert result["distance_matrix_mb"] == 8 * 64 * 512 * 4 / 2**20
+    assert result["distance_block_mb"] == result["distance_matrix_mb"]
     # The compiled step never waits for the host. PyTorch runs eagerly; the
     # one read left is Keras' own seeding of its random generator.
     allowed = 1 if backend == "torch" else 0

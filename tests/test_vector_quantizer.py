@@ -4,6 +4,7 @@ import pytest
 from keras import ops
 
 from keras_dvq.layers import VectorQuantizer
+from keras_dvq.layers import vector_quantizer
 from tests.testing import gradients
 from tests.testing import run_layer_test
 
@@ -429,6 +430,39 @@ def test_fit_one_step(use_ema, rng):
             atol=1e-6,
         )
         assert 0 < to_numpy(quantizer.ema_cluster_size).min()
+
+
+@pytest.mark.parametrize("block_rows", [7, 45, 46])
+def test_search_in_blocks_finds_the_nearest_codes(monkeypatch, block_rows, rng):
+    """Searches of more rows than `SEARCH_BLOCK_ELEMENTS / K` go block by
+    block (45 rows: 7 blocks of 7, the last padded; 1 block; less than 1)."""
+    monkeypatch.setattr(vector_quantizer, "SEARCH_BLOCK_ELEMENTS", 16 * block_rows)
+    quantizer = identity_quantizer(num_embeddings=16)
+    inputs = rng.normal(size=(3, 5, 3, D)).astype("float32")
+    quantized, tokens = quantizer(inputs)
+    codebook = to_numpy(quantizer.codebook)
+    expected = numpy_tokens(inputs, codebook).reshape(3, 5, 3)
+    assert len(np.unique(expected)) > 4
+    np.testing.assert_array_equal(to_numpy(tokens), expected)
+    np.testing.assert_allclose(to_numpy(quantized), codebook[expected], atol=1e-6)
+
+
+def test_fit_with_search_in_blocks_matches_one_search(monkeypatch, rng):
+    """Inside the compiled training step (10 images at batch 8: a full and a
+    partial batch), the blocked search gives the same EMA codebook."""
+    images = rng.uniform(size=(10, 4, 4, 6)).astype("float32")
+    codebooks = []
+    for block_elements in (vector_quantizer.SEARCH_BLOCK_ELEMENTS, K * 5):
+        monkeypatch.setattr(vector_quantizer, "SEARCH_BLOCK_ELEMENTS", block_elements)
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((4, 4, 6))
+        quantized, _ = VectorQuantizer(K, D, use_ema=True, name="quantizer")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(6)(quantized))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(images, images, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        codebooks.append(to_numpy(model.get_layer("quantizer").codebook))
+    assert not np.allclose(codebooks[0], 0.0)
+    np.testing.assert_allclose(codebooks[1], codebooks[0], rtol=1e-5, atol=1e-6)
 
 
 def test_fit_after_set_codebook(rng):

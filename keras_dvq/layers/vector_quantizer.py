@@ -10,6 +10,12 @@ from keras_dvq.validation import check_open_unit_interval
 from keras_dvq.validation import check_positive
 from keras_dvq.validation import check_positive_int
 
+# The code search computes its (rows, codes) distance matrix in blocks of at
+# most this many float32 elements (64 MiB). At DALL-E's sizes, 8,192 codes and
+# 32x32 token grids, a batch of 128 images has 131,072 rows: 4 GiB of
+# distances at once, and as much again for each temporary.
+SEARCH_BLOCK_ELEMENTS = 2**24
+
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
 class VectorQuantizer(Quantizer):
@@ -19,7 +25,10 @@ class VectorQuantizer(Quantizer):
     replaces every projected vector `z_e` by its nearest codebook entry `e`
     and passes the decoder's gradient straight through to the encoder
     (`z_q = z_e + stop_gradient(e - z_e)`). The distance search runs in
-    float32 under any dtype policy: half-precision lookups lose codes.
+    float32 under any dtype policy: half-precision lookups lose codes. It
+    holds at most `SEARCH_BLOCK_ELEMENTS` distances (64 MiB) at a time,
+    searching block by block where a batch has more rows, so that 8,192 codes
+    on large token grids fit in an accelerator's memory.
 
     The latent loss, added with `add_loss`, is
     `latent_loss_weight * (|sg[z_e] - e|^2 + commitment_cost * |z_e - sg[e]|^2)`
@@ -228,10 +237,15 @@ class VectorQuantizer(Quantizer):
         # (N, K, D) tensor. |z|^2 is the same for every code of a row, so the
         # argmin leaves it out.
         codebook = self._codes()
-        distances = ops.sum(ops.square(codebook), axis=1)[None, :] - 2.0 * ops.matmul(
-            flat, ops.transpose(codebook)
-        )
-        return ops.cast(ops.argmin(distances, axis=1), "int32")
+        squared_norms = ops.sum(ops.square(codebook), axis=1)[None, :]
+        transposed = ops.transpose(codebook)
+
+        def nearest(rows):
+            distances = squared_norms - 2.0 * ops.matmul(rows, transposed)
+            return ops.cast(ops.argmin(distances, axis=1), "int32")
+
+        block_rows = max(1, SEARCH_BLOCK_ELEMENTS // self.num_embeddings)
+        return map_row_blocks(nearest, ops.stop_gradient(flat), block_rows)
 
     def _update_codebook(self, flat, flat_tokens):
         # Under tf.distribute each replica sees its slice of the batch. The
@@ -331,6 +345,24 @@ class VectorQuantizer(Quantizer):
             }
         )
         return config
+
+
+def map_row_blocks(function, rows, block_rows):
+    """`function(rows)` computed on blocks of at most `block_rows` rows.
+
+    `function` maps `(n, D)` rows to `(n,)` values, row by row. One call when
+    the number of rows is known and fits in a block; otherwise the rows are
+    zero-padded to whole blocks, mapped block after block (`ops.map`) and the
+    padding's values dropped.
+    """
+    count = rows.shape[0]
+    if count is not None and count <= block_rows:
+        return function(rows)
+    count = ops.shape(rows)[0]
+    padding = (-count) % block_rows
+    padded = ops.pad(rows, [[0, padding], [0, 0]])
+    blocks = ops.reshape(padded, (-1, block_rows, ops.shape(rows)[1]))
+    return ops.reshape(ops.map(function, blocks), (-1,))[:count]
 
 
 def rotate_to(vectors, targets, epsilon=1e-6):

@@ -32,7 +32,6 @@ LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 # trains at its peak rate to the end, and its last epochs' validation moves
 # by 1-3 dB (docs/quantizers.md). "run": the same decay over the run's own
 # steps, ending near zero, so the final model is a settled one.
-ORIGINAL_DECAY_STEPS = 1_200_000
 LEARNING_RATE_DECAYS = {
     "original": "the original repo's decay over 1,200,000 steps",
     "run": "the same decay over this run's steps, ending near zero",
@@ -189,10 +188,8 @@ def learning_rate_schedule(hparams, total_steps, decay="original"):
             f"Argument `decay` must be one of {sorted(LEARNING_RATE_DECAYS)}. "
             f"Received: decay={decay!r}"
         )
-    decay_steps = total_steps if decay == "run" else ORIGINAL_DECAY_STEPS
-    schedule = CosineAnnealing(
-        start_value=hparams["learning_rate"], num_steps=decay_steps
-    )
+    length = {"num_steps": total_steps} if decay == "run" else {}
+    schedule = CosineAnnealing(start_value=hparams["learning_rate"], **length)
     start = decoder_phase_start(hparams, total_steps)
     if start >= total_steps:
         return schedule

@@ -80,17 +80,20 @@ def flavors(*combos):
     ]
 
 
-ALL_FLAVORS = flavors(
-    *(
-        (vq, enc_dec, loss)
-        for vq in ("vqvae", "gumbel")
-        for enc_dec in ("deepmind", "openai")
-        for loss in ("l2", "logit_laplace")
-    )
+# Every pair of flavor values, not the whole 2x2x2 product: the four
+# combinations with an even number of second choices hold each pair of two
+# flavors' values once, and the DALL-E dVAE is added as the fifth. A DALL-E
+# encoder's training step takes up to a minute to compile on JAX.
+FLAVOR_PAIRS = flavors(
+    ("vqvae", "deepmind", "l2"),
+    ("vqvae", "openai", "logit_laplace"),
+    ("gumbel", "deepmind", "logit_laplace"),
+    ("gumbel", "openai", "l2"),
+    ("gumbel", "openai", "logit_laplace"),
 )
 
 
-@pytest.mark.parametrize("vq_flavor, enc_dec_flavor, loss_flavor", ALL_FLAVORS)
+@pytest.mark.parametrize("vq_flavor, enc_dec_flavor, loss_flavor", FLAVOR_PAIRS)
 def test_fit_every_flavor(vq_flavor, enc_dec_flavor, loss_flavor, images):
     model = make_model(vq_flavor, enc_dec_flavor, loss_flavor)
     model.build((None, SIZE, SIZE, 3))

@@ -66,7 +66,7 @@ MODELS = {
 }
 # DALL-E's codebook size on larger images: the DeepMind VQ-VAE (stride 4)
 # with 8,192 codes; the distance matrix holds batch * (size / 4)^2 * 8,192
-# floats, which the code search computes in blocks of 2**24.
+# floats, which the code search computes in blocks (SEARCH_BLOCK_ELEMENTS).
 LARGE = {"deepmind_k8192_64": 64, "deepmind_k8192_128": 128}
 LARGE_SETTINGS = {
     "full": {"batch_size": 32, "warmup_steps": 2, "window_steps": 6},
@@ -651,8 +651,6 @@ def measure_model(name, config, device):
             image_size=LARGE[name],
             encode_batches=4,
         )
-    from keras_dvq.layers.vector_quantizer import SEARCH_BLOCK_ELEMENTS
-
     batch_size, size = config["batch_size"], config["image_size"]
     model, twin, keras = build_models(name, config)
     window = sample_images(config["window_steps"] * batch_size, image_size=size)
@@ -684,7 +682,7 @@ def measure_model(name, config, device):
             rates.append(timed())
         encode.append(timed_encode(model, encode_images, batch_size))
     rows = batch_size * (size // model.encoder.stride) ** 2
-    block_rows = max(1, SEARCH_BLOCK_ELEMENTS // config["num_embeddings"])
+    block_rows = min(rows, model.quantizer.search_block_rows)
     train_rate = statistics.median(train)
     identity_rate = statistics.median(identity)
     encode_rate = statistics.median(encode)
@@ -698,10 +696,7 @@ def measure_model(name, config, device):
         # The (rows, codes) float32 distances of one training step, and the
         # part of them that the blocked code search holds at once.
         "distance_matrix_mb": rows * config["num_embeddings"] * 4 / 2**20,
-        "distance_block_mb": min(rows, block_rows)
-        * config["num_embeddings"]
-        * 4
-        / 2**20,
+        "distance_block_mb": block_rows * config["num_embeddings"] * 4 / 2**20,
         "train_images_per_s": train_rate,
         "identity_images_per_s": identity_rate,
         # Extra time per image relative to the identity step.

@@ -438,6 +438,7 @@ def test_search_in_blocks_finds_the_nearest_codes(monkeypatch, block_rows, rng):
     block (45 rows: 7 blocks of 7, the last padded; 1 block; less than 1)."""
     monkeypatch.setattr(vector_quantizer, "SEARCH_BLOCK_ELEMENTS", 16 * block_rows)
     quantizer = identity_quantizer(num_embeddings=16)
+    assert quantizer.search_block_rows == block_rows
     inputs = rng.normal(size=(3, 5, 3, D)).astype("float32")
     quantized, tokens = quantizer(inputs)
     codebook = to_numpy(quantizer.codebook)

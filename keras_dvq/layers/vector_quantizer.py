@@ -244,8 +244,12 @@ class VectorQuantizer(Quantizer):
             distances = squared_norms - 2.0 * ops.matmul(rows, transposed)
             return ops.cast(ops.argmin(distances, axis=1), "int32")
 
-        block_rows = max(1, SEARCH_BLOCK_ELEMENTS // self.num_embeddings)
-        return map_row_blocks(nearest, ops.stop_gradient(flat), block_rows)
+        return map_row_blocks(nearest, ops.stop_gradient(flat), self.search_block_rows)
+
+    @property
+    def search_block_rows(self):
+        """Rows whose distances to every code the search holds at once."""
+        return max(1, SEARCH_BLOCK_ELEMENTS // self.num_embeddings)
 
     def _update_codebook(self, flat, flat_tokens):
         # Under tf.distribute each replica sees its slice of the batch. The

@@ -29,7 +29,8 @@ def run_check(check, flavor, tmp_path):
     environment = dict(
         os.environ,
         KERAS_BACKEND=BACKEND,
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+        + " --xla_force_host_platform_device_count=2",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     process = subprocess.run(

@@ -35,27 +35,36 @@ def train_script():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "flavor_flags",
+    "dataset, flavor_flags",
     [
-        [],
-        # The last half of the steps in the decoder-only phase.
-        [
-            "--vq_flavor",
-            "gumbel",
-            "--loss_flavor",
-            "logit_laplace",
-            "--decoder_fraction",
-            "0.5",
-            "--balance_rate",
-            "0.1",
-        ],  # fmt: skip
-        ["--vq_flavor", "rvq", "--num_quantizers", "2"],
+        # The README's main job, on the bundled data.
+        ("sample", []),
+        # The other flavors on a small folder: the same path, without
+        # validating all of `sample`. The last half of the steps in the
+        # decoder-only phase.
+        (
+            "folder",
+            [
+                "--vq_flavor",
+                "gumbel",
+                "--loss_flavor",
+                "logit_laplace",
+                "--decoder_fraction",
+                "0.5",
+                "--balance_rate",
+                "0.1",
+            ],
+        ),  # fmt: skip
+        ("folder", ["--vq_flavor", "rvq", "--num_quantizers", "2"]),
     ],
     ids=["vqvae", "gumbel", "rvq"],
 )
-def test_main_job_on_sample_writes_every_output(train_script, tmp_path, flavor_flags):
+def test_main_job_writes_every_output(train_script, tmp_path, dataset, flavor_flags):
+    if dataset == "folder":  # 36 train images: 4 batches of 8
+        dataset = image_folder(tmp_path / "images")
+        flavor_flags = ["--batch_size", "8", *flavor_flags]
     out = tmp_path / "run"
-    argv = ["--dataset", "sample", "--out", str(out), "--max_steps", "4", *TINY]
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "4", *TINY]
     argv += flavor_flags
     assert train_script.main(argv) == 0
     for name in (
@@ -332,10 +341,13 @@ sys.exit(train.main(sys.argv[1:]))
     reason="MirroredStrategy over logical CPU devices (see comment)",
 )
 def test_gpus_flag_trains_on_several_devices(tmp_path):
+    # A small folder: validating all of `sample` in batches of 8 split over
+    # two devices took most of this test's two and a half minutes.
+    dataset = image_folder(tmp_path / "images")  # 4 batches of 8, 4 per device
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-c", TRAIN_ON_TWO_CPUS, "--dataset", "sample",
-         "--out", str(out), "--max_steps", "4", "--batch_size", "32", "--gpus", "2",
+        [sys.executable, "-c", TRAIN_ON_TWO_CPUS, "--dataset", dataset,
+         "--out", str(out), "--max_steps", "4", "--batch_size", "8", "--gpus", "2",
          *TINY],
         capture_output=True,
         text=True,

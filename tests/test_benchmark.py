@@ -51,8 +51,9 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
     )
     fit = report["backends"][backend]["fit"]
     assert "error" not in fit, fit.get("error")
-    # Two epochs of 20 steps (batch 1024 on `sample`), validated each epoch.
-    assert fit["train_steps"] == 40
+    # Two epochs of 11 steps (180 training images of a folder in batches of
+    # 16), validated each epoch.
+    assert fit["train_steps"] == 22
     assert len(fit["validation_seconds"]) == 2
     assert fit["test_steps"] > 0
     assert fit["fit_over_reference"] == pytest.approx(
@@ -61,7 +62,7 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
     assert fit["validation"]["cluster_use"] > 0
     table = capsys.readouterr().out
     assert f"| {backend} | deepmind |" in table
-    assert f"| {backend} | float32 | 40 |" in table
+    assert f"| {backend} | float32 | 22 |" in table
 
 
 @pytest.mark.parametrize(

@@ -110,28 +110,34 @@ def test_pictures_are_written(evaluated):
             assert picture.width >= 400 and picture.height >= 200
 
 
-def test_table_is_printed_and_progress_can_be_silenced(script, model_paths, capsys):
-    assert script.main([str(model_paths[0]), "--dataset", "sample"]) == 0
+def test_table_is_printed_and_progress_can_be_silenced(
+    script, model_paths, tmp_path, capsys
+):
+    dataset = image_folder(tmp_path / "images", count=80)  # 8 validate
+    assert script.main([str(model_paths[0]), "--dataset", dataset]) == 0
     printed = capsys.readouterr().out
-    assert "4250/4250" in printed  # the progress line of a non-terminal
+    assert "8/8" in printed  # the progress line of a non-terminal
     header, row = printed.splitlines()[-2:]
     assert "PSNR dB" in header and "bits/image" in header
     assert row.split()[0].endswith("small/model") and " / 8 " in row
-    assert script.main([str(model_paths[0]), "--dataset", "sample", "--quiet"]) == 0
-    assert "4250/4250" not in capsys.readouterr().out
+    assert script.main([str(model_paths[0]), "--dataset", dataset, "--quiet"]) == 0
+    assert "8/8" not in capsys.readouterr().out
 
 
 def test_an_exported_tokenizer_is_evaluated_like_its_model(
-    script, evaluated, model_paths, tmp_path, capsys
+    script, model_paths, tmp_path
 ):
     model = keras.models.load_model(model_paths[0])
     export_tokenizer(model, str(tmp_path / "export" / "1"), image_shape=(32, 32, 3))
-    out = tmp_path / "out"
-    argv = [str(tmp_path / "export"), "--dataset", "sample", "--out", str(out)]
-    assert script.main([*argv, "--quiet"]) == 0
-    with open(out / "evaluation.json") as file:
-        row = json.load(file)["models"][0]
-    keras_row = evaluated[1]["models"][0]
+    dataset = image_folder(tmp_path / "images", count=80)
+    rows = []
+    for source in (model_paths[0], tmp_path / "export"):
+        out = tmp_path / f"out-{len(rows)}"
+        argv = [str(source), "--dataset", dataset, "--out", str(out), "--quiet"]
+        assert script.main(argv) == 0
+        with open(out / "evaluation.json") as file:
+            rows.append(json.load(file)["models"][0])
+    keras_row, row = rows
     assert row["recon_loss"] is None
     assert row["backend"] == "tensorflow (SavedModel)"
     # Served images are uint8: their PSNR differs by the rounding only.

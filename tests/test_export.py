@@ -16,6 +16,7 @@ from keras_dvq.export import export_tokenizer
 from keras_dvq.export import read_tokenizer_info
 from keras_dvq.models import VQVAE
 from tests.testing import assert_same_tokens
+from tests.testing import image_folder
 from tests.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +38,13 @@ def run(*command):
 
 @pytest.fixture(scope="module")
 def trained_path(tmp_path_factory):
-    """model.keras written by scripts/train.py on this backend."""
+    """model.keras written by scripts/train.py on this backend (4 steps on a
+    folder of 36 training images: k-means codes; `sample` added a minute of
+    validation)."""
+    dataset = image_folder(tmp_path_factory.mktemp("data") / "images")
     out = tmp_path_factory.mktemp("run")
-    argv = ["--dataset", "sample", "--out", str(out), "--max_steps", "30", *TINY]
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "4",
+            "--batch_size", "8", *TINY]  # fmt: skip
     assert load_script("train").main(argv) == 0
     return out / "model.keras"
 

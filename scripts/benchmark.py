@@ -866,18 +866,15 @@ def measure_whole_fit(config, policy):
     window = sample_images(config["window_steps"] * config["batch_size"])
     reference.timed_window(window[: 2 * config["batch_size"]], config["batch_size"])
     references = [reference.timed_window(window, config["batch_size"])]
-    from keras_dvq.data import load_dataset
-
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as tmp:
         dataset = "sample"
         if config["fit_folder_images"]:
             dataset = write_image_folder(
                 os.path.join(tmp, "images"), config["fit_folder_images"]
             )
-        passes = int(load_dataset(dataset, "train", batch_size).cardinality())
         argv = ["--dataset", dataset, "--out", out, "--n_hid", str(config["n_hid"])]
         argv += ["--batch_size", str(batch_size)]
-        argv += ["--max_steps", str(config["fit_epochs"] * passes)]
+        argv += ["--epochs", str(config["fit_epochs"])]  # full passes
         if policy == "mixed_bfloat16":
             argv.append("--mixed_precision")
         logs = train.train(train.parse_args(argv))

@@ -1,7 +1,10 @@
-"""Training runs on several devices, one per process, for test_distribute.py.
+"""Training runs on several devices, for test_distribute.py.
 
-    python tests/distributed_run.py CHECK RESULTS.npz [FLAVOR]
+    python tests/distributed_run.py CHECK RESULTS.npz FLAVOR [CHECK ...]
 
+runs each triple in turn in this process, one model after another (on
+TensorFlow under the one MirroredStrategy that `distribution_scope` keeps
+per set of devices).
 CHECK is `equivalence` (one step on one device, then the same step from the
 same weights on two), `restarts` (one step on two replicas that restarts
 most codes, with the encoder outputs it saw) or `consistency` (a few steps
@@ -12,6 +15,7 @@ JAX needs XLA_FLAGS=--xla_force_host_platform_device_count=2. Writes the
 results as NumPy arrays.
 """
 
+import contextlib
 import math
 import os
 import sys
@@ -64,6 +68,7 @@ def images(count):
     return np.random.default_rng(0).uniform(size=(count, 16, 16, 3)).astype("float32")
 
 
+@contextlib.contextmanager
 def without_gumbel_noise():
     """Uniform draws of 1/e, Gumbel noise -log(-log(u)) of 0: one device and
     two replicas would draw different noise for the same images, and the
@@ -72,12 +77,21 @@ def without_gumbel_noise():
     def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
         return keras.ops.full(shape, math.exp(-1.0), dtype=dtype or "float32")
 
-    keras.random.uniform = uniform
+    original, keras.random.uniform = keras.random.uniform, uniform
+    try:
+        yield
+    finally:
+        keras.random.uniform = original
 
 
 def equivalence(flavor):
     if flavor == "gumbel":
-        without_gumbel_noise()
+        with without_gumbel_noise():
+            return _equivalence(flavor)
+    return _equivalence(flavor)
+
+
+def _equivalence(flavor):
     data = images(16)
     keras.utils.set_random_seed(0)
     single = make_model(flavor, keras.optimizers.SGD(0.5))
@@ -165,12 +179,15 @@ def replica_copies(variable):
 
 
 if __name__ == "__main__":
-    check, path, flavor = sys.argv[1], sys.argv[2], sys.argv[3]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     checks = {
         "equivalence": equivalence,
         "restarts": restarts,
         "consistency": consistency,
         "worker": worker,
     }
-    np.savez(path, **checks[check](flavor))
+    arguments = sys.argv[1:]
+    for start in range(0, len(arguments), 3):
+        check, path, flavor = arguments[start : start + 3]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        keras.backend.clear_session(free_memory=False)
+        np.savez(path, **checks[check](flavor))

@@ -24,8 +24,8 @@ multi_device_backend = pytest.mark.skipif(
 )
 
 
-def run_check(check, flavor, tmp_path):
-    results = tmp_path / f"{check}-{flavor}.npz"
+def run_checks(jobs):
+    """Runs (check, flavor, results path) jobs in one fresh process."""
     environment = dict(
         os.environ,
         KERAS_BACKEND=BACKEND,
@@ -34,16 +34,17 @@ def run_check(check, flavor, tmp_path):
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
+    arguments = [
+        str(value) for check, flavor, path in jobs for value in (check, path, flavor)
+    ]
     process = subprocess.run(
-        [sys.executable, str(RUN), check, str(results), flavor],
+        [sys.executable, str(RUN), *arguments],
         env=environment,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    with np.load(results) as loaded:
-        return dict(loaded)
 
 
 # Every quantizer with its own replica logic: EMA statistics (VQ, RVQ's
@@ -53,14 +54,36 @@ def run_check(check, flavor, tmp_path):
 EQUIVALENCE_FLAVORS = ["ema", "gradient", "fsq", "lfq", "rvq", "gumbel"]
 # Scalars that only callbacks change.
 SCHEDULED = ("temperature", "kl_weight", "diversity_weight", "argmax_codes")
+REPLICA_CHECKS = [
+    *(("equivalence", flavor) for flavor in EQUIVALENCE_FLAVORS),
+    ("restarts", "restarts"),
+    ("consistency", "restarts"),
+]
+
+
+@pytest.fixture(scope="module")
+def replica_results(tmp_path_factory):
+    """The results of the checks of distributed_run.py, by (check, flavor).
+
+    All run in one process, one model after another, as a program that
+    trains several models would: on TensorFlow they share one
+    MirroredStrategy (a second one's first all-reduce fails), which
+    `distribution_scope` must provide. (A process spends 5-10 s starting.)
+    """
+    folder = tmp_path_factory.mktemp("replicas")
+    run_checks([(c, f, folder / f"{c}-{f}.npz") for c, f in REPLICA_CHECKS])
+
+    def results(check, flavor):
+        with np.load(folder / f"{check}-{flavor}.npz") as loaded:
+            return dict(loaded)
+
+    return results
 
 
 @multi_device_backend
 @pytest.mark.parametrize("flavor", EQUIVALENCE_FLAVORS)
-def test_two_replicas_take_the_single_device_step(flavor, tmp_path):
-    # One process per flavor: TensorFlow's collectives of a second
-    # MirroredStrategy in the same process clash with the first's.
-    results = run_check("equivalence", flavor, tmp_path)
+def test_two_replicas_take_the_single_device_step(flavor, replica_results):
+    results = replica_results("equivalence", flavor)
     for index, name in enumerate(results["names"]):
         initial = results[f"initial/{index}"]
         one, two = results[f"one/{index}"], results[f"two/{index}"]
@@ -81,8 +104,8 @@ def test_two_replicas_take_the_single_device_step(flavor, tmp_path):
 
 
 @multi_device_backend
-def test_restarted_codes_are_encoder_outputs_on_every_replica(tmp_path):
-    results = run_check("restarts", "restarts", tmp_path)
+def test_restarted_codes_are_encoder_outputs_on_every_replica(replica_results):
+    results = replica_results("restarts", "restarts")
     threshold = float(results["threshold"])
     restarted = results["ema_cluster_size"] == threshold
     assert restarted.sum() >= 8
@@ -95,8 +118,10 @@ def test_restarted_codes_are_encoder_outputs_on_every_replica(tmp_path):
 
 
 @multi_device_backend
-def test_replicas_hold_identical_codebooks_after_kmeans_and_training(tmp_path):
-    results = run_check("consistency", "restarts", tmp_path)
+def test_replicas_hold_identical_codebooks_after_kmeans_and_training(
+    replica_results,
+):
+    results = replica_results("consistency", "restarts")
     for name in ("codebook", "ema_cluster_size", "ema_embedding_sum"):
         copies = results[name]
         assert len(copies) == 2, name

@@ -37,6 +37,22 @@ import pytest  # noqa: E402
 SEED = 1337
 
 
+# Tests of what no Keras backend touches (TensorFlow-side serving, file
+# writing, script plumbing whose backend-specific parts other tests check on
+# every backend) run once per CI, under TensorFlow: each of them costs the
+# same on every backend, mostly in subprocesses.
+ONE_BACKEND = "tensorflow"
+
+
+def pytest_collection_modifyitems(config, items):
+    if keras.backend.backend() == ONE_BACKEND:
+        return
+    skip = pytest.mark.skip(reason=f"backend-independent: runs under {ONE_BACKEND}")
+    for item in items:
+        if item.get_closest_marker("backend_independent"):
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config):
     if _OWN_JAX_CACHE:
         shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)

@@ -82,9 +82,7 @@ def test_bad_flags_exit_2_naming_the_flag(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="one backend suffices"
-)
+@pytest.mark.backend_independent
 def test_gpu_device_without_a_gpu_is_an_error_row_and_exit_1(tmp_path, capsys):
     import tensorflow as tf
 

@@ -80,10 +80,7 @@ def test_uncached_sampling_gives_the_same_images(script, files, tmp_path):
     )
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="the SavedModel tokenizer path is checked on TensorFlow",
-)
+@pytest.mark.backend_independent  # the SavedModel tokenizer path
 def test_exported_tokenizer_decodes_like_the_keras_model(script, files, tmp_path):
     from keras_dvq.export import export_tokenizer
 

@@ -78,6 +78,13 @@ def serve(export_dir, images, tmp_path):
         return dict(loaded)
 
 
+# export_tokenizer.py always runs on TensorFlow, and the SavedModel is served by
+# TensorFlow: the CLI's and the server's own behaviour is checked once
+# (`backend_independent`). What each backend must get right, that a model it
+# trained exports and serves its own tokens, is checked on all three.
+
+
+@pytest.mark.backend_independent
 def test_cli_writes_tf_serving_layout_and_prints_signatures(cli_export):
     base, stdout = cli_export
     assert (base / "1" / "saved_model.pb").is_file()
@@ -120,6 +127,7 @@ def test_clean_tensorflow_process_serves_the_models_tokens(
         assert re.search(r"ids must be in \[0, 16\)", errors[name]), errors[name]
 
 
+@pytest.mark.backend_independent
 def test_saved_model_cli_reads_the_signatures(cli_export):
     base, _ = cli_export
     cli = Path(sys.executable).parent / "saved_model_cli"
@@ -142,6 +150,7 @@ def test_saved_model_cli_reads_the_signatures(cli_export):
     assert "shape: (-1, 8, 8)" in signatures["decode"]
 
 
+@pytest.mark.backend_independent
 def test_cli_numbers_versions_and_never_overwrites(cli_export, trained_path):
     base, _ = cli_export
     second = run(EXPORT_SCRIPT, trained_path, base)
@@ -169,6 +178,9 @@ def test_export_from_this_backend_any_image_size(model, images, tmp_path):
         tokenizer.signatures["encode"](images=tf.constant(images[:2, :30, :30]))
 
 
+# The other flavors' signatures, once: that their models round-trip through
+# .keras on every backend is checked in test_quantizer.py and test_vqvae.py.
+@pytest.mark.backend_independent
 def test_gumbel_logit_laplace_model_exports(images, tmp_path):
     model = VQVAE.from_flavors(
         vq_flavor="gumbel", loss_flavor="logit_laplace", num_embeddings=K, n_hid=8
@@ -181,6 +193,7 @@ def test_gumbel_logit_laplace_model_exports(images, tmp_path):
     np.testing.assert_allclose(served["decoded"], reconstructions, atol=0.51)
 
 
+@pytest.mark.backend_independent
 def test_residual_tokens_export_with_their_depth_axis(images, tmp_path):
     model = VQVAE.from_flavors(
         vq_flavor="rvq", num_quantizers=3, num_embeddings=K, embedding_dim=4, n_hid=8
@@ -233,16 +246,28 @@ def test_export_refuses_unbuilt_models_and_existing_exports(model, tmp_path):
         (None, ["model.keras", "--version", "0"], "expected a positive integer"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, setup, flags, message):
+@pytest.mark.backend_independent
+def test_cli_errors_are_one_line(tmp_path, setup, flags, message, capsys):
+    # In-process (test_cli_numbers_versions_and_never_overwrites runs the
+    # script's real process into an error).
     if setup == "corrupt":
         (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
     model_path, *rest = flags
-    result = run(EXPORT_SCRIPT, tmp_path / model_path, tmp_path / "out", *rest)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert export_script_exit_code(tmp_path / model_path, tmp_path / "out", *rest) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage
+    assert ": error: " in error and message in error  # argparse: "PROG: error: "
+    assert not (tmp_path / "out").exists()
 
 
+def export_script_exit_code(*argv):
+    """export_tokenizer.py's `main` in this process (TensorFlow backend)."""
+    try:
+        return load_script("export_tokenizer").main(list(map(str, argv)))
+    except SystemExit as exit_info:  # argparse's errors
+        return exit_info.code
+
+
+@pytest.mark.backend_independent  # the server's limits
 def test_requests_above_max_image_size_fail(model, images, tmp_path):
     import tensorflow as tf
 
@@ -274,10 +299,18 @@ def test_export_refuses_non_finite_weights(tmp_path):
     with pytest.raises(ValueError, match="Argument `model`: the model's weights"):
         export_tokenizer(model, str(tmp_path / "1"))
     assert not (tmp_path / "1").exists()
+
+
+@pytest.mark.backend_independent
+def test_cli_refuses_a_diverged_model(tmp_path, capsys):
+    model = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
+    model.build((None, 32, 32, 3))
+    bias = model.decoder.weights[-1]
+    bias.assign(np.full(bias.shape, np.nan, "float32"))
     model.save(tmp_path / "diverged.keras")
-    result = run(EXPORT_SCRIPT, tmp_path / "diverged.keras", tmp_path / "out")
-    assert result.returncode == 2
-    error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("export_tokenizer.py: error: MODEL ")
-    assert "weights are not finite" in error and "Traceback" not in result.stderr
+    code = export_script_exit_code(tmp_path / "diverged.keras", tmp_path / "out")
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("export_tokenizer.py: error: MODEL ") and "\n" not in error
+    assert "weights are not finite" in error
     assert not (tmp_path / "out").exists()

@@ -23,17 +23,20 @@ def random_inputs(shape, dtype="float32", seed=0):
     return rng.uniform(size=shape).astype(dtype)
 
 
-def image_folder(root, count=40):
-    """Writes `count` random 32x32 PNGs into a new folder `root`; returns the
-    `folder:` dataset name (every 10th file validates: 36 train, 4 validation
-    images for the default count)."""
+def image_folder(root, count=40, images=None):
+    """Writes `count` random 32x32 PNGs (or the uint8 `images`) into a new
+    folder `root`; returns the `folder:` dataset name (every 10th file
+    validates: 36 train, 4 validation images for the default count)."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    if images is None:
+        rng = np.random.default_rng(0)
+        images = (
+            rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8) for _ in range(count)
+        )
     root.mkdir()
-    for index in range(count):
-        pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / f"{index:03d}.png")
+    for index, pixels in enumerate(images):
+        Image.fromarray(pixels).save(root / f"{index:04d}.png")
     return f"folder:{root}"
 
 

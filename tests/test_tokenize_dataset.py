@@ -110,6 +110,9 @@ def test_npy_shards_hold_the_models_tokens(
     np.testing.assert_array_equal(shards.labels, validation_labels)
 
 
+# A SavedModel source is read by TensorFlow whatever the backend; that a model
+# of each backend exports its own tokens is checked in test_export.py.
+@pytest.mark.backend_independent
 def test_tfrecord_shards_from_an_exported_tokenizer(
     script, model_path, expected_tokens, validation_images, validation_labels, tmp_path
 ):

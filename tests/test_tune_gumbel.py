@@ -73,6 +73,10 @@ def test_search_writes_every_trial_and_the_best(search):
     assert (best["vq_flavor"], best["n_hid"], best["batch_size"]) == ("gumbel", 8, 8)
 
 
+# The search runs on every backend (the fixture above); the tuner's own
+# bookkeeping, which keras-tuner does the same whatever trains the trials,
+# once.
+@pytest.mark.backend_independent
 def test_best_hyperparameters_feed_train_script(search, train_script, tmp_path):
     search, argv = search
     dataset = argv[1]
@@ -101,6 +105,7 @@ def test_best_hyperparameters_feed_train_script(search, train_script, tmp_path):
     assert float(last["kl_weight"]) == pytest.approx(kl_weight, rel=1e-4, abs=1e-12)
 
 
+@pytest.mark.backend_independent
 def test_rerun_resumes_the_search(search, tune_script, tmp_path, monkeypatch):
     search, argv = search
     out = tmp_path / "search"
@@ -177,6 +182,7 @@ def test_report_only_without_a_search_is_refused(tune_script, tmp_path, capsys):
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.backend_independent
 def test_bayesian_tuner_search(tune_script, tmp_path):
     dataset = image_folder(tmp_path / "images")
     argv = ["--dataset", dataset, *RUN, "--out", str(tmp_path)]

@@ -68,6 +68,14 @@ def cli_export(trained_path, tmp_path_factory):
     return base, result.stdout
 
 
+def export_script_exit_code(*argv):
+    """export_tokenizer.py's `main` in this process (TensorFlow backend)."""
+    try:
+        return load_script("export_tokenizer").main(list(map(str, argv)))
+    except SystemExit as exit_info:  # argparse's errors
+        return exit_info.code
+
+
 def serve(export_dir, images, tmp_path):
     """The results of tests/serving_client.py, run in a fresh process."""
     np.save(tmp_path / "images.npy", images)
@@ -257,14 +265,6 @@ def test_cli_errors_are_one_line(tmp_path, setup, flags, message, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage
     assert ": error: " in error and message in error  # argparse: "PROG: error: "
     assert not (tmp_path / "out").exists()
-
-
-def export_script_exit_code(*argv):
-    """export_tokenizer.py's `main` in this process (TensorFlow backend)."""
-    try:
-        return load_script("export_tokenizer").main(list(map(str, argv)))
-    except SystemExit as exit_info:  # argparse's errors
-        return exit_info.code
 
 
 @pytest.mark.backend_independent  # the server's limits

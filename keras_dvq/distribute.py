@@ -116,34 +116,35 @@ def distribution_scope(num_devices=None, device_type=None):
     return contextlib.nullcontext()
 
 
+def _tensorflow_strategy(num_devices, device_type):
+    import tensorflow as tf
+
+    if tf_config_workers() > 1:
+        return _strategy_over(None)
+    available = []
+    for kind in [device_type] if device_type else ["GPU", "CPU"]:
+        available = [device.name for device in tf.config.list_logical_devices(kind)]
+        if available:
+            break
+    return _strategy_over(tuple(_local_devices(available, num_devices)))
+
+
 # One strategy per set of devices and process. A second MirroredStrategy over
 # the same devices numbers its collective instances from the start again, and
 # its first all-reduce after the first strategy's ran fails ("Shape mismatch
 # in the collective instance 100"): a program that trains two models, one
 # after the other, must share the first's strategy.
-_STRATEGIES = {}
-
-
-def _tensorflow_strategy(num_devices, device_type):
+@functools.cache
+def _strategy_over(devices):
+    """The strategy over a tuple of device names (`None`: the `TF_CONFIG`
+    cluster)."""
     import tensorflow as tf
 
-    if tf_config_workers() > 1:
-        key = "multi-worker"
-        create = tf.distribute.MultiWorkerMirroredStrategy
-    else:
-        available = []
-        for kind in [device_type] if device_type else ["GPU", "CPU"]:
-            available = [d.name for d in tf.config.list_logical_devices(kind)]
-            if available:
-                break
-        key = tuple(_local_devices(available, num_devices))
-        if len(key) == 1:
-            create = functools.partial(tf.distribute.OneDeviceStrategy, key[0])
-        else:
-            create = functools.partial(tf.distribute.MirroredStrategy, list(key))
-    if key not in _STRATEGIES:
-        _STRATEGIES[key] = create()
-    return _STRATEGIES[key]
+    if devices is None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(devices) == 1:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def _jax_data_parallel(num_devices, device_type):

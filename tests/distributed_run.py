@@ -85,23 +85,18 @@ def without_gumbel_noise():
 
 
 def equivalence(flavor):
-    if flavor == "gumbel":
-        with without_gumbel_noise():
-            return _equivalence(flavor)
-    return _equivalence(flavor)
-
-
-def _equivalence(flavor):
     data = images(16)
-    keras.utils.set_random_seed(0)
-    single = make_model(flavor, keras.optimizers.SGD(0.5))
-    initial = [variable.numpy() for variable in single.weights]
-    one = single.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    with distribute.distribution_scope(2, "CPU"):
-        model = make_model(flavor, keras.optimizers.SGD(0.5))
-        for variable, value in zip(model.weights, initial, strict=True):
-            variable.assign(value)
-        two = model.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    noise = without_gumbel_noise() if flavor == "gumbel" else contextlib.nullcontext()
+    with noise:
+        keras.utils.set_random_seed(0)
+        single = make_model(flavor, keras.optimizers.SGD(0.5))
+        initial = [variable.numpy() for variable in single.weights]
+        one = single.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        with distribute.distribution_scope(2, "CPU"):
+            model = make_model(flavor, keras.optimizers.SGD(0.5))
+            for variable, value in zip(model.weights, initial, strict=True):
+                variable.assign(value)
+            two = model.fit(data, batch_size=16, epochs=1, shuffle=False, verbose=0)
     results = {
         "names": np.array([v.path for v in single.weights]),
         "replicas": np.array(len(replica_copies(model.quantizer.projection.kernel))),

@@ -76,6 +76,16 @@ def trains_across_workers(model):
     )
 
 
+def is_distributed(model):
+    """Whether `model`'s compiled steps run over several replicas: a
+    `keras.distribution` is set (JAX), or the model's `tf.distribute`
+    strategy has more than one replica in sync."""
+    if keras.distribution.distribution() is not None:
+        return True
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy is not None and strategy.num_replicas_in_sync > 1
+
+
 def distribution_scope(num_devices=None, device_type=None):
     """The scope to build, compile and `fit` a model on several devices in.
 

@@ -470,6 +470,43 @@ def test_model_still_works_after_a_rejected_input(method, bad, images):
     np.testing.assert_array_equal(model.encode(images), tokens)
 
 
+def test_arrays_are_run_batch_by_batch_as_predict_would(images, monkeypatch):
+    from keras_dvq.models import vqvae
+
+    model = built_model()
+    images = make_images(count=20)  # batches of 8, 8 and 4
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(8)
+    expected = {
+        "encode": model.encode(dataset),
+        "project": model.project(dataset),
+        "predict": model.predict(dataset, verbose=0),
+    }
+
+    def keras_predict(*args, **kwargs):
+        raise AssertionError("Keras' predict ran on an in-memory array")
+
+    monkeypatch.setattr(vqvae._InferenceModel, "predict", keras_predict)
+    for method, value in expected.items():
+        result = getattr(model, method)(images, batch_size=8, verbose=0)
+        np.testing.assert_allclose(result, value, atol=1e-6, err_msg=method)
+    tokens = model.encode(images)  # the default batch size, 32
+    np.testing.assert_array_equal(tokens, expected["encode"])
+    np.testing.assert_allclose(model.decode(tokens, batch_size=8), expected["predict"])
+
+
+def test_progress_bars_and_callbacks_still_go_through_keras_predict(images):
+    class CountBatches(keras.callbacks.Callback):
+        batches = 0
+
+        def on_predict_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    model = built_model()
+    counter = CountBatches()
+    model.predict(make_images(count=20), batch_size=8, callbacks=[counter], verbose=0)
+    assert counter.batches == 3
+
+
 def test_inference_models_stay_out_of_the_model(images):
     model = fitted_model(images)
     names = sorted(layer.name for layer in model.layers)

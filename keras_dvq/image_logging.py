@@ -70,12 +70,12 @@ class ReconstructionLogger(keras.callbacks.Callback):
                 title=f"{len(self.images)} validation images, {title}",
             ),
         }
-        for name, figure in figures.items():
-            plots.save_figure(figure, os.path.join(self.out_dir, f"{name}.png"))
+        # Rendered once, for the PNG file and TensorBoard alike.
+        pictures = {name: plots.figure_to_array(f) for name, f in figures.items()}
+        for name, picture in pictures.items():
+            plots.save_picture(picture, os.path.join(self.out_dir, f"{name}.png"))
         if self.log_dir:
-            self._summarize(
-                {name: plots.figure_to_array(f) for name, f in figures.items()}, step
-            )
+            self._summarize(pictures, step)
 
     def _summarize(self, pictures, step):
         import tensorflow as tf

@@ -2,12 +2,14 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no
 global state, no display needed, safe in callbacks and threads); `save_figure`
-writes one as a PNG and `figure_to_array` renders one for TensorBoard.
+writes one as a PNG and `figure_to_array` renders one for TensorBoard
+(`save_picture` writes such a rendering as a PNG).
 """
 
 import math
 import os
 
+import matplotlib.image
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -299,6 +301,14 @@ def save_figure(figure, path):
     FigureCanvasAgg(figure)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
+
+
+def save_picture(picture, path):
+    """Writes a uint8 RGB array (as `figure_to_array` renders) as a PNG,
+    through a temporary file renamed into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as temporary:
+        matplotlib.image.imsave(temporary, picture, format="png")
 
 
 def figure_to_array(figure):

@@ -432,6 +432,20 @@ def test_fit_one_step(use_ema, rng):
         assert 0 < to_numpy(quantizer.ema_cluster_size).min()
 
 
+def test_equally_near_codes_go_to_the_lowest_index(rng):
+    """Duplicated codes (k-means or restarts can make them) tie exactly: the
+    search keeps the first, as NumPy's argmin does, on every backend."""
+    quantizer = identity_quantizer(num_embeddings=8)
+    codebook = rng.normal(size=(8, D)).astype("float32")
+    codebook[[2, 5, 6]] = codebook[1]
+    codebook[7] = codebook[3]
+    quantizer.set_codebook(codebook)
+    inputs = np.concatenate([codebook, codebook + 1e-3, codebook[::-1]])
+    expected = numpy_tokens(inputs, codebook)
+    assert set(expected) == {0, 1, 3, 4}
+    np.testing.assert_array_equal(to_numpy(quantizer.tokenize(inputs)), expected)
+
+
 @pytest.mark.parametrize("block_rows", [7, 45, 46])
 def test_search_in_blocks_finds_the_nearest_codes(monkeypatch, block_rows, rng):
     """Searches of more rows than `SEARCH_BLOCK_ELEMENTS / K` go block by

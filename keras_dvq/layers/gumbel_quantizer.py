@@ -7,6 +7,7 @@ from keras_dvq import distribute
 from keras_dvq.code_statistics import code_counts
 from keras_dvq.code_statistics import entropy
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import first_maximum
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_positive
 from keras_dvq.validation import check_positive_int
@@ -191,7 +192,7 @@ class GumbelQuantizer(Quantizer):
         average_kl = log_k - entropy(average_q)
         latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 
-        argmax_tokens = _argmax(logits)
+        argmax_tokens = first_maximum(logits)
         if not training:
             return self.codes_of(argmax_tokens), argmax_tokens, latent_loss
         soft, tokens = self._relaxed_codes(logits)
@@ -225,7 +226,7 @@ class GumbelQuantizer(Quantizer):
         )
         gumbel = -ops.log(-ops.log(uniform))
         weights = ops.softmax((logits + gumbel) / self.temperature, axis=-1)
-        tokens = ops.cast(ops.argmax(weights, axis=-1), "int32")
+        tokens = first_maximum(weights)
         if self.straight_through:
             # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids
             # back to the host (a sync per training step on a GPU).
@@ -251,7 +252,7 @@ class GumbelQuantizer(Quantizer):
 
     def tokens_of(self, logits):
         # The argmax of the logits: the mode of the code distribution.
-        return _argmax(self._offset(logits))
+        return first_maximum(self._offset(logits))
 
     def codes_of(self, tokens):
         return ops.take(self.codebook, tokens, axis=0)
@@ -273,7 +274,3 @@ class GumbelQuantizer(Quantizer):
             }
         )
         return config
-
-
-def _argmax(logits):
-    return ops.cast(ops.argmax(logits, axis=-1), "int32")

@@ -179,3 +179,19 @@ def not_initializable_message(quantizer):
         "VectorQuantizer or ResidualVectorQuantizer: vq_flavor 'vqvae' or "
         f"'rvq'). Received: quantizer of type {type(quantizer).__name__}"
     )
+
+
+def first_maximum(scores):
+    """The index of the maximum along the last axis, the lowest among equal
+    maxima, as int32: `ops.argmax(scores, axis=-1)`.
+
+    On TensorFlow, `ops.argmax` first rewrites every -0.0 of its input
+    (Keras' flush-to-zero fix: four elementwise passes, which XLA fuses on
+    JAX but TensorFlow runs one by one): 40% of the code search at 8,192
+    codes. `top_k` with `k=1` makes one pass and puts the lower index
+    first among equal values (documented), so it returns the same indices.
+    PyTorch's `topk` documents no such order: it keeps `ops.argmax`.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return ops.cast(ops.top_k(scores, k=1)[1][..., 0], "int32")
+    return ops.cast(ops.argmax(scores, axis=-1), "int32")

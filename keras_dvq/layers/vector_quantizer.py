@@ -5,6 +5,7 @@ from keras_dvq import distribute
 from keras_dvq.code_statistics import sums_by_code
 from keras_dvq.kmeans import kmeans
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import first_maximum
 from keras_dvq.validation import check_non_negative
 from keras_dvq.validation import check_open_unit_interval
 from keras_dvq.validation import check_positive
@@ -368,22 +369,6 @@ def map_row_blocks(function, rows, block_rows):
     padded = ops.pad(rows, [[0, padding], [0, 0]])
     blocks = ops.reshape(padded, (-1, block_rows, ops.shape(rows)[1]))
     return ops.reshape(ops.map(function, blocks), (-1,))[:count]
-
-
-def first_maximum(scores):
-    """The column of each row's maximum, the lowest among equal maxima, as
-    int32: `ops.argmax(scores, axis=1)`.
-
-    On TensorFlow, `ops.argmax` first rewrites every -0.0 of its input
-    (Keras' flush-to-zero fix: four elementwise passes, which XLA fuses on
-    JAX but TensorFlow runs one by one): 40% of the code search at 8,192
-    codes. `top_k` with `k=1` makes one pass and puts the lower index
-    first among equal values (documented), so it returns the same columns.
-    PyTorch's `topk` documents no such order: it keeps `ops.argmax`.
-    """
-    if keras.backend.backend() == "tensorflow":
-        return ops.cast(ops.top_k(scores, k=1)[1][:, 0], "int32")
-    return ops.cast(ops.argmax(scores, axis=1), "int32")
 
 
 def rotate_to(vectors, targets, epsilon=1e-6):

@@ -297,18 +297,22 @@ def rate_distortion_figure(points, title=None):
 def save_figure(figure, path):
     """Writes a figure as a PNG, through a temporary file renamed into place
     so that a reader never sees half a picture."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(figure)
-    with atomic_path(path) as temporary:
+    with _new_file(path) as temporary:
         figure.savefig(temporary, format="png")
 
 
 def save_picture(picture, path):
     """Writes a uint8 RGB array (as `figure_to_array` renders) as a PNG,
     through a temporary file renamed into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as temporary:
+    with _new_file(path) as temporary:
         matplotlib.image.imsave(temporary, picture, format="png")
+
+
+def _new_file(path):
+    """`atomic_path(path)`, its directory created if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return atomic_path(path)
 
 
 def figure_to_array(figure):

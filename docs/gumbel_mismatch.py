@@ -19,8 +19,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dvq.data import load_dataset
-from keras_dvq.evaluation import psnr
+from keras_dvq.data.datasets import load_dataset
+from keras_dvq.evaluation.measures import psnr
 from keras_dvq.layers import GumbelQuantizer
 
 BATCH_SIZE = 250

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from keras_dvq.token_shards import load_token_shards
+from keras_dvq.data.token_shards import load_token_shards
 
 train = load_token_shards(sys.argv[1])
 val = load_token_shards(sys.argv[2])

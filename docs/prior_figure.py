@@ -11,8 +11,8 @@ import matplotlib
 import numpy as np
 
 import keras_dvq  # noqa: F401
-from keras_dvq.sample_data import PHOTOGRAPHS
-from keras_dvq.sample_data import load_sample_patches
+from keras_dvq.data.sample import PHOTOGRAPHS
+from keras_dvq.data.sample import load_sample_patches
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

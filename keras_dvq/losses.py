@@ -11,9 +11,9 @@ import math
 import keras
 from keras import ops
 
-from keras_dvq.validation import check_choice
-from keras_dvq.validation import check_open_unit_interval
-from keras_dvq.validation import check_positive
+from keras_dvq.utils.validation import check_choice
+from keras_dvq.utils.validation import check_open_unit_interval
+from keras_dvq.utils.validation import check_positive
 
 # CIFAR-10's pixel variance in [0, 1] units, from DeepMind's sonnet notebook.
 CIFAR10_VARIANCE = 0.06327039811675479

@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
-from keras_dvq.code_statistics import code_counts
-from keras_dvq.evaluation import entropy_bits
-from keras_dvq.validation import check_positive_int
+from keras_dvq.evaluation.measures import entropy_bits
+from keras_dvq.ops.code_statistics import code_counts
+from keras_dvq.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")

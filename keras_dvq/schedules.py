@@ -6,8 +6,8 @@ import math
 import keras
 from keras import ops
 
-from keras_dvq.validation import check_non_negative_int
-from keras_dvq.validation import check_positive
+from keras_dvq.utils.validation import check_non_negative_int
+from keras_dvq.utils.validation import check_positive
 
 
 def cosine_anneal(step, start_value, end_value, num_steps):

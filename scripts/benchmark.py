@@ -508,7 +508,7 @@ def _check_gpu(backend):
 
 def measure_pipeline(config):
     """Batches per second of `load_dataset("sample", "train")` alone."""
-    from keras_dvq.data import load_dataset
+    from keras_dvq.data.datasets import load_dataset
 
     batch_size = config["batch_size"]
     dataset = load_dataset("sample", "train", batch_size=batch_size, seed=0).repeat()
@@ -527,7 +527,7 @@ def sample_images(count, split="train", image_size=32):
     the 32x32 patches scaled up by pixel repetition."""
     import numpy as np
 
-    from keras_dvq.sample_data import load_sample_patches
+    from keras_dvq.data.sample import load_sample_patches
 
     images = load_sample_patches(split)
     images = images[np.arange(count) % len(images)]
@@ -899,7 +899,7 @@ def measure_whole_fit(config, policy):
 def measure_usage(config):
     """Codebook usage of the DeepMind VQ-VAE after a short training on
     `sample` (k-means init, as scripts/train.py), on the validation split."""
-    from keras_dvq.callbacks import KMeansInit
+    from keras_dvq.callbacks.kmeans_init import KMeansInit
     from keras_dvq.models import VQVAE
 
     batch_size = config["batch_size"]

@@ -34,14 +34,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_dvq import plots  # noqa: E402
-from keras_dvq.atomic import write_text  # noqa: E402
-from keras_dvq.data import count_images  # noqa: E402
-from keras_dvq.data import load_dataset  # noqa: E402
-from keras_dvq.evaluation import SplitEvaluation  # noqa: E402
-from keras_dvq.evaluation import to_unit_float  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
-from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.data.datasets import count_images  # noqa: E402
+from keras_dvq.data.datasets import load_dataset  # noqa: E402
+from keras_dvq.evaluation import plots  # noqa: E402
+from keras_dvq.evaluation.measures import SplitEvaluation  # noqa: E402
+from keras_dvq.evaluation.measures import to_unit_float  # noqa: E402
+from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.utils.atomic import write_text  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
 
 CHUNK_IMAGES = 4096  # images per encode/decode call (predict's set-up is per call)
 RESULTS = "evaluation.json"

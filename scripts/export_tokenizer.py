@@ -19,10 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_dvq.divergence import check_finite_model  # noqa: E402
-from keras_dvq.export import MAX_IMAGE_SIZE  # noqa: E402
-from keras_dvq.export import export_tokenizer  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.export.saved_model import MAX_IMAGE_SIZE  # noqa: E402
+from keras_dvq.export.saved_model import export_tokenizer  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.divergence import check_finite_model  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -6,7 +6,8 @@
 draws `--num_images` grids from the prior (`--temperature`, `--top_k`,
 `--class_id` for a class-conditional prior, `--seed`), decodes them with the
 tokenizer (a `.keras` VQVAE of `scripts/train.py`, or a SavedModel directory
-of `scripts/export_tokenizer.py`, through `keras_dvq.tokenizers`) and writes into --out:
+of `scripts/export_tokenizer.py`, through `keras_dvq.export.tokenizers`) and
+writes into --out:
 
 - `samples.png`: the images on a grid, enlarged with nearest-neighbour
   interpolation so that single pixels stay visible;
@@ -30,11 +31,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_dvq  # noqa: E402, F401  (registers the package's classes)
-from keras_dvq import plots  # noqa: E402
+from keras_dvq.evaluation import plots  # noqa: E402
+from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
-from keras_dvq.recipe import positive_float  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
-from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.utils.cli import positive_float  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -39,14 +39,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_dvq import atomic  # noqa: E402
-from keras_dvq.data import class_names  # noqa: E402
-from keras_dvq.data import count_images  # noqa: E402
-from keras_dvq.data import load_dataset  # noqa: E402
-from keras_dvq.divergence import check_finite_model  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
-from keras_dvq.run_directory import RunLock  # noqa: E402
-from keras_dvq.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.data.datasets import class_names  # noqa: E402
+from keras_dvq.data.datasets import count_images  # noqa: E402
+from keras_dvq.data.datasets import load_dataset  # noqa: E402
+from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.training.run_directory import RunLock  # noqa: E402
+from keras_dvq.utils import atomic  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.divergence import check_finite_model  # noqa: E402
 
 METADATA = "metadata.json"
 

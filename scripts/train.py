@@ -26,29 +26,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_dvq import distribute  # noqa: E402
-from keras_dvq import recipe  # noqa: E402
-from keras_dvq import run_directory  # noqa: E402
-from keras_dvq.atomic import remove_temporaries  # noqa: E402
-from keras_dvq.callbacks import KMeansInit  # noqa: E402
-from keras_dvq.checkpointing import BACKUP_SECONDS  # noqa: E402
-from keras_dvq.checkpointing import BestCheckpoint  # noqa: E402
-from keras_dvq.checkpointing import MetricsLogger  # noqa: E402
-from keras_dvq.checkpointing import StepBackup  # noqa: E402
-from keras_dvq.checkpointing import fit_resumable  # noqa: E402
-from keras_dvq.checkpointing import save_finite_model  # noqa: E402
-from keras_dvq.divergence import StopOnDivergence  # noqa: E402
-from keras_dvq.divergence import TrainingDiverged  # noqa: E402
-from keras_dvq.image_logging import ReconstructionLogger  # noqa: E402
-from keras_dvq.image_logging import TrainingCurves  # noqa: E402
+from keras_dvq import distribution  # noqa: E402
+from keras_dvq.callbacks.best_checkpoint import BestCheckpoint  # noqa: E402
+from keras_dvq.callbacks.image_logging import ReconstructionLogger  # noqa: E402
+from keras_dvq.callbacks.image_logging import TrainingCurves  # noqa: E402
+from keras_dvq.callbacks.kmeans_init import KMeansInit  # noqa: E402
+from keras_dvq.callbacks.metrics_logger import MetricsLogger  # noqa: E402
+from keras_dvq.callbacks.step_backup import BACKUP_SECONDS  # noqa: E402
+from keras_dvq.callbacks.step_backup import StepBackup  # noqa: E402
+from keras_dvq.callbacks.stop_on_divergence import StopOnDivergence  # noqa: E402
 from keras_dvq.models.vqvae import QUANTIZERS  # noqa: E402
-from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
-from keras_dvq.recipe import HPARAM_KEYS  # noqa: E402
-from keras_dvq.recipe import non_negative_float  # noqa: E402
-from keras_dvq.recipe import non_negative_int  # noqa: E402
-from keras_dvq.recipe import positive_float  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
-from keras_dvq.recipe import unit_fraction  # noqa: E402
+from keras_dvq.training import builders
+from keras_dvq.training import flags  # noqa: E402
+from keras_dvq.training import run_directory  # noqa: E402
+from keras_dvq.training.builders import GUMBEL_DEFAULTS  # noqa: E402
+from keras_dvq.training.builders import HPARAM_KEYS  # noqa: E402
+from keras_dvq.training.resumable import fit_resumable  # noqa: E402
+from keras_dvq.utils.atomic import remove_temporaries  # noqa: E402
+from keras_dvq.utils.cli import non_negative_float  # noqa: E402
+from keras_dvq.utils.cli import non_negative_int  # noqa: E402
+from keras_dvq.utils.cli import positive_float  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.cli import unit_fraction  # noqa: E402
+from keras_dvq.utils.divergence import TrainingDiverged  # noqa: E402
+from keras_dvq.utils.divergence import save_finite_model  # noqa: E402
 
 KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
 LOGGED_IMAGES = 1024  # validation images behind the usage chart
@@ -70,7 +71,7 @@ def make_parser():
     add = parser.add_argument
     # The original repo's flags.
     add("--vq_flavor", choices=list(QUANTIZERS), default="vqvae")
-    recipe.add_model_flags(parser)
+    flags.add_model_flags(parser)
     add(
         "--gpus",
         type=non_negative_int,
@@ -119,15 +120,15 @@ def make_parser():
         "--learning_rate",
         type=positive_float,
         default=unset,
-        help=f"peak learning rate (default: {recipe.LEARNING_RATE}; gumbel: "
+        help=f"peak learning rate (default: {builders.LEARNING_RATE}; gumbel: "
         f"{GUMBEL_DEFAULTS['learning_rate']:g})",
     )
     add(
         "--lr_decay",
-        choices=list(recipe.LEARNING_RATE_DECAYS),
+        choices=list(builders.LEARNING_RATE_DECAYS),
         default="original",
         help="length of the learning rate's cosine decay: "
-        + "; ".join(f"{k}: {v}" for k, v in recipe.LEARNING_RATE_DECAYS.items()),
+        + "; ".join(f"{k}: {v}" for k, v in builders.LEARNING_RATE_DECAYS.items()),
     )
     gumbel = parser.add_argument_group(
         "gumbel flavor",
@@ -299,18 +300,18 @@ def recipe_hparams(args):
     gumbel_only = sorted(set(given) - {"learning_rate"})
     if gumbel_only:
         raise ValueError(f"--{gumbel_only[0]} applies to --vq_flavor gumbel only.")
-    return {"learning_rate": given.get("learning_rate", recipe.LEARNING_RATE)}
+    return {"learning_rate": given.get("learning_rate", builders.LEARNING_RATE)}
 
 
 def build_model(args, hparams, total_steps):
     quantizer_kwargs = quantizer_options(args)
     if args.vq_flavor == "gumbel":
-        quantizer_kwargs = recipe.gumbel_quantizer_kwargs(hparams)
+        quantizer_kwargs = builders.gumbel_quantizer_kwargs(hparams)
     if args.vq_flavor in SIZED_BY_EMBEDDINGS:
         quantizer_kwargs["num_embeddings"] = args.num_embeddings
         quantizer_kwargs["embedding_dim"] = args.embedding_dim
-    return recipe.build_model(
-        learning_rate=recipe.learning_rate_schedule(
+    return builders.build_model(
+        learning_rate=builders.learning_rate_schedule(
             hparams, total_steps, decay=args.lr_decay
         ),
         vq_flavor=args.vq_flavor,
@@ -324,7 +325,7 @@ def build_model(args, hparams, total_steps):
 
 def device_scope(args):
     """Where the model is built and trained: one device, or `--gpus` of them."""
-    if distribute.tf_config_workers() > 1:
+    if distribution.tf_config_workers() > 1:
         raise ValueError(
             "TF_CONFIG names several workers: train.py trains on one machine; "
             "see docs/distributed.md for multi-worker "
@@ -333,7 +334,7 @@ def device_scope(args):
     if args.gpus <= 1:
         return contextlib.nullcontext()
     try:
-        scope = distribute.distribution_scope(args.gpus, DEVICE_TYPE)
+        scope = distribution.distribution_scope(args.gpus, DEVICE_TYPE)
     except ValueError as error:
         raise ValueError(f"--gpus {args.gpus}: {error}") from error
     print(f"training on {args.gpus} {DEVICE_TYPE} devices")
@@ -372,14 +373,14 @@ def _train(args):
     state = StepBackup.read_state(backup_dir) if args.resume else None
     data_seed = args.seed + (state["step"] if state else 0)
 
-    train_data, val_data = recipe.load_splits(
+    train_data, val_data = builders.load_splits(
         args.dataset, args.batch_size, data_dir=args.data_dir, seed=data_seed
     )
     batches_per_pass = int(train_data.cardinality())
     if args.epochs:
         epochs, steps_per_epoch = args.epochs, batches_per_pass
     else:
-        epochs, steps_per_epoch = recipe.run_length(batches_per_pass, args.max_steps)
+        epochs, steps_per_epoch = builders.run_length(batches_per_pass, args.max_steps)
     if args.vq_flavor == "gumbel":
         print("gumbel hyperparameters: " + json.dumps(hparams))
     if args.mixed_precision:
@@ -390,7 +391,7 @@ def _train(args):
         model.build((None,) + tuple(train_data.element_spec.shape[1:]))
         schedules = []
         if args.vq_flavor == "gumbel":
-            schedules = recipe.gumbel_callbacks(hparams, epochs * steps_per_epoch)
+            schedules = builders.gumbel_callbacks(hparams, epochs * steps_per_epoch)
         callbacks = make_callbacks(
             args, schedules, train_data, val_data, steps_per_epoch
         )

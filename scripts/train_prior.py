@@ -33,12 +33,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402  (the input pipeline only)
 
+from keras_dvq.data.token_shards import check_same_tokens  # noqa: E402
+from keras_dvq.data.token_shards import load_token_shards  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
-from keras_dvq.recipe import positive_float  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
-from keras_dvq.recipe import run_length  # noqa: E402
-from keras_dvq.token_shards import check_same_tokens  # noqa: E402
-from keras_dvq.token_shards import load_token_shards  # noqa: E402
+from keras_dvq.training.builders import run_length  # noqa: E402
+from keras_dvq.utils.cli import positive_float  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
 
 BITS_FILE = "bits_per_token.json"
 

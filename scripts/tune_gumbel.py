@@ -34,11 +34,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 
-from keras_dvq import atomic  # noqa: E402
-from keras_dvq import recipe  # noqa: E402
-from keras_dvq.recipe import GUMBEL_DEFAULTS  # noqa: E402
-from keras_dvq.recipe import MODEL_FLAGS  # noqa: E402
-from keras_dvq.recipe import positive_int  # noqa: E402
+from keras_dvq.training import builders
+from keras_dvq.training import flags  # noqa: E402
+from keras_dvq.training.builders import GUMBEL_DEFAULTS  # noqa: E402
+from keras_dvq.training.builders import MODEL_FLAGS  # noqa: E402
+from keras_dvq.utils import atomic  # noqa: E402
+from keras_dvq.utils.cli import positive_int  # noqa: E402
 
 # The flags a search is made with, kept in --out: a re-run continues the
 # search only with the same ones (--max_trials may grow).
@@ -90,7 +91,7 @@ class GumbelHyperModel(keras_tuner.HyperModel):
     temperature-annealing and KL-ramp callbacks (they hold per-run state, so
     no two trials may share them) sized to the whole run of `total_steps`.
     The schedule lengths are searched as fractions of the run (see
-    `keras_dvq.recipe`), from a tenth of the run to ten runs long, which
+    `keras_dvq.training.builders`), from a tenth of the run to ten runs long, which
     covers both schedules that finish inside a short trial and the original
     repo's, which barely start.
 
@@ -147,11 +148,11 @@ class GumbelHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         hparams = self.hyperparameters(hp)
         keras.utils.set_random_seed(self.seed)
-        return recipe.build_model(
-            learning_rate=recipe.learning_rate_schedule(hparams, self.total_steps),
+        return builders.build_model(
+            learning_rate=builders.learning_rate_schedule(hparams, self.total_steps),
             vq_flavor="gumbel",
             **self.model_kwargs,
-            **recipe.gumbel_quantizer_kwargs(hparams),
+            **builders.gumbel_quantizer_kwargs(hparams),
         )
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
@@ -164,7 +165,7 @@ class GumbelHyperModel(keras_tuner.HyperModel):
         callbacks = [
             TokenizerScore(),  # first: the tuner's callbacks read its score
             *(callbacks or []),
-            *recipe.gumbel_callbacks(hparams, self.total_steps),
+            *builders.gumbel_callbacks(hparams, self.total_steps),
         ]
         return model.fit(*args, callbacks=callbacks, **kwargs)
 
@@ -175,7 +176,7 @@ def parse_args(argv=None):
         description="keras-tuner search of the Gumbel flavor's hyperparameters.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    recipe.add_model_flags(parser)
+    flags.add_model_flags(parser)
     add = parser.add_argument
     add("--out", required=True, help="output directory; re-runs continue its search")
     add("--tuner", choices=TUNERS, default="bayesian")
@@ -247,10 +248,10 @@ def tune(args):
         tuner = make_tuner(args, GumbelHyperModel(model_kwargs, 1, args.seed), 1)
         return report(args, tuner, model_flags)
     keras.utils.set_random_seed(args.seed)
-    train_data, val_data = recipe.load_splits(
+    train_data, val_data = builders.load_splits(
         args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
     )
-    epochs, steps_per_epoch = recipe.run_length(
+    epochs, steps_per_epoch = builders.run_length(
         int(train_data.cardinality()), args.max_steps
     )
     hypermodel = GumbelHyperModel(model_kwargs, epochs * steps_per_epoch, args.seed)

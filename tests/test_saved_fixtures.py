@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras_dvq  # noqa: F401  (registers every class a file names)
-from keras_dvq.checkpointing import StepBackup
+from keras_dvq.callbacks.step_backup import StepBackup
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "saved")
 with open(os.path.join(FIXTURES, "expected.json")) as _file:

@@ -3,14 +3,14 @@ import math
 import keras
 from keras import ops
 
-from keras_dvq import distribute
-from keras_dvq.code_statistics import code_counts
-from keras_dvq.code_statistics import entropy
+from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.layers.quantizer import first_maximum
-from keras_dvq.validation import check_non_negative
-from keras_dvq.validation import check_positive
-from keras_dvq.validation import check_positive_int
+from keras_dvq.ops.code_statistics import code_counts
+from keras_dvq.ops.code_statistics import entropy
+from keras_dvq.utils.validation import check_non_negative
+from keras_dvq.utils.validation import check_positive
+from keras_dvq.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -186,7 +186,7 @@ class GumbelQuantizer(Quantizer):
         log_k = math.log(self.num_embeddings)
         q = ops.exp(log_q)
         kl = ops.sum(q * (log_q + log_k), axis=-1)
-        average_q = distribute.replica_mean(
+        average_q = distribution.replica_mean(
             ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
         )
         average_kl = log_k - entropy(average_q)
@@ -213,7 +213,7 @@ class GumbelQuantizer(Quantizer):
         """Moves the offset of every code toward an even share of the
         batch's argmax choices (none while `frozen` is 1)."""
         counts = code_counts(tokens, self.num_embeddings)
-        share = distribute.replica_mean(counts / ops.sum(counts))
+        share = distribution.replica_mean(counts / ops.sum(counts))
         step = ops.sign(1.0 / self.num_embeddings - share)
         # Logits are shift-invariant: a centred step keeps the offset bounded.
         step = self.balance_rate * (1.0 - frozen) * (step - ops.mean(step))

@@ -2,11 +2,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dvq import distribute
-from keras_dvq.code_statistics import entropy
+from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
-from keras_dvq.validation import check_non_negative
-from keras_dvq.validation import check_positive
+from keras_dvq.ops.code_statistics import entropy
+from keras_dvq.utils.validation import check_non_negative
+from keras_dvq.utils.validation import check_positive
 
 # The batch entropy needs a (positions, 2 ** codebook_bits) table.
 MAX_CODEBOOK_BITS = 16
@@ -138,7 +138,7 @@ class LookupFreeQuantizer(Quantizer):
         log_q = ops.log_softmax(logits, axis=-1)
         q = ops.exp(log_q)
         per_position = -ops.mean(ops.sum(q * log_q, axis=-1))
-        average_q = distribute.replica_mean(ops.mean(q, axis=0))
+        average_q = distribution.replica_mean(ops.mean(q, axis=0))
         return per_position, entropy(average_q)
 
     def tokens_of(self, latents):

@@ -4,7 +4,7 @@ from keras import ops
 
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
-from keras_dvq.validation import check_positive_int
+from keras_dvq.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")

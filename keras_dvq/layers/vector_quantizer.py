@@ -1,15 +1,15 @@
 import keras
 from keras import ops
 
-from keras_dvq import distribute
-from keras_dvq.code_statistics import sums_by_code
-from keras_dvq.kmeans import kmeans
+from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
 from keras_dvq.layers.quantizer import first_maximum
-from keras_dvq.validation import check_non_negative
-from keras_dvq.validation import check_open_unit_interval
-from keras_dvq.validation import check_positive
-from keras_dvq.validation import check_positive_int
+from keras_dvq.ops.code_statistics import sums_by_code
+from keras_dvq.ops.kmeans import kmeans
+from keras_dvq.utils.validation import check_non_negative
+from keras_dvq.utils.validation import check_open_unit_interval
+from keras_dvq.utils.validation import check_positive
+from keras_dvq.utils.validation import check_positive_int
 
 # The code search computes its (rows, codes) distance matrix in blocks of at
 # most this many float32 elements (64 MiB). At DALL-E's sizes, 8,192 codes and
@@ -258,7 +258,7 @@ class VectorQuantizer(Quantizer):
         # state variables average what the replicas assign
         # (aggregation="mean"), so assigning `replicas * local statistics`
         # yields the global batch's statistics, identical on every replica.
-        replicas = distribute.num_replicas()
+        replicas = distribution.num_replicas()
         decay = self.ema_decay
         counts, sums = sums_by_code(flat, flat_tokens, self.num_embeddings)
         self.ema_cluster_size.assign(
@@ -279,7 +279,7 @@ class VectorQuantizer(Quantizer):
             # Its new value comes from replica 0's encoder outputs.
             restart_sum = ops.take(flat, rows, axis=0) * self.dead_code_threshold
             restart_sum = ops.where(
-                distribute.is_first_replica(), replicas * restart_sum, 0.0
+                distribution.is_first_replica(), replicas * restart_sum, 0.0
             )
             embedding_sum = ops.where(dead[:, None], restart_sum, embedding_sum)
             cluster_size = ops.where(dead, self.dead_code_threshold, cluster_size)

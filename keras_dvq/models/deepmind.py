@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_dvq.models.layer_chain import LayerChain
 from keras_dvq.models.lowering import call_layer
-from keras_dvq.validation import check_positive_int
+from keras_dvq.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")

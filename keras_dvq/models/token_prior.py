@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dvq.validation import check_positive_int
+from keras_dvq.utils.validation import check_positive_int
 
 LEARNING_RATE = 1e-3
 

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dvq import distribute
+from keras_dvq import distribution
 from keras_dvq import losses
-from keras_dvq.evaluation import psnr
+from keras_dvq.evaluation.measures import psnr
 from keras_dvq.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.lookup_free_quantizer import LookupFreeQuantizer
@@ -17,8 +17,8 @@ from keras_dvq.models.dalle import DalleDecoder
 from keras_dvq.models.dalle import DalleEncoder
 from keras_dvq.models.deepmind import DeepMindDecoder
 from keras_dvq.models.deepmind import DeepMindEncoder
-from keras_dvq.validation import check_choice
-from keras_dvq.validation import check_positive_int
+from keras_dvq.utils.validation import check_choice
+from keras_dvq.utils.validation import check_positive_int
 
 ENCODER_DECODERS = {
     "deepmind": (DeepMindEncoder, DeepMindDecoder),
@@ -268,7 +268,7 @@ class VQVAE(keras.Model):
         # batch across replicas in eager mode, which fails across workers
         # (MultiWorkerMirroredStrategy, keras-team/keras#20585). A built VQVAE
         # needs no shapes: build the optimizer, as the symbolic build would.
-        if self.built and distribute.trains_across_workers(self):
+        if self.built and distribution.trains_across_workers(self):
             if self.optimizer is not None and not self.optimizer.built:
                 with self.distribute_strategy.scope():
                     self.optimizer.build(self.trainable_variables)
@@ -277,7 +277,7 @@ class VQVAE(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if distribute.trains_across_workers(self):
+        if distribution.trains_across_workers(self):
             # Keras reduces the step's logs across workers along axis 0, which
             # scalars lack (keras-team/keras#20585); the mean of the replicas'
             # one-element logs is the same number.
@@ -295,7 +295,7 @@ class VQVAE(keras.Model):
         self.psnr_tracker.update_state(psnr(self._images(x), y_pred["reconstruction"]))
         # Under tf.distribute the replicas' gradients are summed: each replica
         # contributes its share, for the same step as on one device.
-        return distribute.scale_loss_for_replicas(recon_loss + latent_loss)
+        return distribution.scale_loss_for_replicas(recon_loss + latent_loss)
 
     def _reconstruction_nll(self, x, decoder_output):
         """Mean NLL of this replica's batch; `Loss.__call__` would already
@@ -593,7 +593,7 @@ def _batch_by_batch(model, data, verbose, steps, callbacks):
         and not verbose
         and steps is None
         and not callbacks
-        and not distribute.is_distributed(model)
+        and not distribution.is_distributed(model)
     )
 
 

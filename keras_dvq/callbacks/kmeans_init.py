@@ -1,0 +1,124 @@
+"""`KMeansInit`: the codebook starts from k-means centroids of encoder outputs."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_dvq.layers.quantizer import not_initializable_message
+from keras_dvq.utils.validation import check_positive_int
+
+
+class KMeansInit(keras.callbacks.Callback):
+    """Sets a quantizer's codebook to k-means centroids of the data.
+
+    Before the first training step, encodes a random sample of `data`,
+    collects `num_samples` projected encoder outputs `z_e` and runs k-means
+    (k-means++ seeding, Lloyd iterations) with one cluster per code. Without
+    such a data-driven start, the original repo's VQ-VAE collapses to a few
+    codes. The codebook is assigned once, outside the replicas' step, so every
+    replica of a distribution strategy gets the same centroids. A model that
+    has already taken optimizer steps (resumed or fine-tuned) is left alone.
+
+    Args:
+        data: images (array) or a `tf.data.Dataset` of images, `(images,
+            labels)` pairs or dicts with an `"image"` key.
+        num_samples: int. Number of encoder output vectors to cluster.
+            Defaults to `20000`, as the original repo.
+        num_iterations: int. Maximum Lloyd iterations. Defaults to `20`.
+        batch_size: int. Batch size of the encoding pass. Defaults to `256`.
+        seed: int or `None`. Seed of the sampling and the k-means++ draws.
+        verbose: 0 (silent), 1 (progress bars of the encoding pass and of
+            k-means) or 2 (a line at the end of each). Defaults to `0`.
+
+    Example:
+
+    ```python
+    model.fit(x_train, epochs=1, callbacks=[KMeansInit(x_train)])
+    ```
+    """
+
+    # Vectors are drawn from this many times more images than strictly
+    # needed, so that neighbouring (correlated) positions do not dominate.
+    IMAGE_OVERSAMPLING = 4
+
+    def __init__(
+        self,
+        data,
+        num_samples=20000,
+        num_iterations=20,
+        batch_size=256,
+        seed=None,
+        verbose=0,
+    ):
+        super().__init__()
+        self.data = data
+        self.verbose = verbose
+        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.num_iterations = check_positive_int("num_iterations", num_iterations)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.seed = seed
+        self.samples = None  # the clustered encoder outputs, for inspection
+        self.centroids = None
+
+    def on_train_begin(self, logs=None):
+        quantizer = self.model.quantizer
+        if not getattr(quantizer, "initializable_codes", False):
+            raise ValueError(not_initializable_message(quantizer))
+        if self.model.optimizer is not None and self.model.optimizer.iterations > 0:
+            return
+        rng = np.random.default_rng(self.seed)
+        images = _sample_images(self.data, self._images_needed(), rng)
+        if not self.model.built:
+            self.model.build((None,) + images.shape[1:])
+        latents = self.model.project(
+            images, batch_size=self.batch_size, verbose=self.verbose
+        )
+        # Too few latents for the codes: `initialize_codes` says so.
+        latents = latents.reshape(-1, latents.shape[-1])
+        rows = rng.choice(len(latents), min(self.num_samples, len(latents)), False)
+        self.samples = latents[rows]
+        self.centroids = quantizer.initialize_codes(
+            self.samples,
+            num_iterations=self.num_iterations,
+            seed=self.seed,
+            verbose=self.verbose,
+        )
+
+    def _images_needed(self):
+        stride = self.model.stride or 1
+        # A 32x32 image at stride 4 gives 64 vectors; smaller strides give more.
+        positions = max((32 // stride) ** 2, 1)
+        return math.ceil(self.IMAGE_OVERSAMPLING * self.num_samples / positions)
+
+
+def _sample_images(data, count, rng):
+    """Up to `count` images of `data` as a NumPy array (random for arrays,
+    the first ones of a dataset, which `fit` would shuffle anyway)."""
+    if hasattr(data, "as_numpy_iterator"):
+        batches, total = [], 0
+        for element in data.as_numpy_iterator():
+            images = _images_of(element)
+            if images.ndim == 3:  # an unbatched dataset
+                images = images[None]
+            batches.append(images)
+            total += len(images)
+            if total >= count:
+                break
+        if not batches:
+            raise ValueError("Argument `data` of KMeansInit is an empty dataset.")
+        return np.concatenate(batches)[:count]
+    images = _images_of(data)
+    if len(images) == 0:
+        raise ValueError("Argument `data` of KMeansInit holds no images.")
+    if len(images) > count:
+        images = images[np.sort(rng.choice(len(images), count, replace=False))]
+    return np.asarray(images)
+
+
+def _images_of(element):
+    if isinstance(element, dict):
+        return np.asarray(element["image"])
+    if isinstance(element, (tuple, list)):
+        return np.asarray(element[0])
+    return np.asarray(element)

@@ -1,0 +1,24 @@
+"""The tokenizer yardstick (distortion against rate, codebook usage) and
+every picture the package draws."""
+
+from keras_dvq.evaluation.measures import SplitEvaluation
+from keras_dvq.evaluation.measures import entropy_bits
+from keras_dvq.evaluation.measures import gaussian_window
+from keras_dvq.evaluation.measures import mse_per_image
+from keras_dvq.evaluation.measures import psnr
+from keras_dvq.evaluation.measures import psnr_of_mse
+from keras_dvq.evaluation.measures import rate_statistics
+from keras_dvq.evaluation.measures import ssim
+from keras_dvq.evaluation.measures import to_unit_float
+
+__all__ = [
+    "SplitEvaluation",
+    "entropy_bits",
+    "gaussian_window",
+    "mse_per_image",
+    "psnr",
+    "psnr_of_mse",
+    "rate_statistics",
+    "ssim",
+    "to_unit_float",
+]

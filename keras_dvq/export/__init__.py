@@ -1,0 +1,8 @@
+"""Tokenizers outside training: SavedModel export for TF Serving, and one
+loader for `.keras` models and exported tokenizers alike."""
+
+from keras_dvq.export.saved_model import export_tokenizer
+from keras_dvq.export.saved_model import read_tokenizer_info
+from keras_dvq.export.tokenizers import load_tokenizer
+
+__all__ = ["export_tokenizer", "load_tokenizer", "read_tokenizer_info"]

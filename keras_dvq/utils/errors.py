@@ -1,0 +1,21 @@
+"""The one exception that means "the user gave something unusable".
+
+`BadInput` is raised where a file, a dataset, a directory or a flag value
+that a person chose cannot be used: a missing dataset, a corrupt shard, a run
+directory in use, a model whose weights are not finite. Scripts print its
+message on one line and exit with status 2 (`keras_dvq.utils.cli`); any
+other exception is a bug and keeps its traceback. It subclasses
+`ValueError`, so Python callers that catch `ValueError` keep working.
+"""
+
+
+class BadInput(ValueError):
+    """An input a user chose cannot be used; the message says which, what
+    was expected and what was received.
+
+    Example:
+
+    ```python
+    raise BadInput("--dataset folder:photos: no images found under photos")
+    ```
+    """

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_dvq.evaluation import plots
+
+# Drawing is NumPy and matplotlib whatever the Keras backend.
+pytestmark = pytest.mark.backend_independent
+
+
+def test_save_picture_writes_the_rendered_pixels(tmp_path):
+    figure = plots.comparison_figure(
+        np.zeros((4, 8, 8, 3)), np.ones((4, 8, 8, 3)), per_row=4, title="a title"
+    )
+    picture = plots.figure_to_array(figure)
+    width, height = figure.get_size_inches() * plots.DPI
+    assert picture.shape == (round(height), round(width), 3)
+    assert picture.dtype == np.uint8
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 2  # not blank
+    path = tmp_path / "new" / "picture.png"
+    plots.save_picture(picture, path)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), picture)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["picture.png"]
+
+
+def test_saved_figure_and_saved_picture_agree(tmp_path):
+    figure = plots.codebook_usage_figure(np.arange(16), tokens_per_image=4)
+    plots.save_figure(figure, tmp_path / "figure.png")
+    plots.save_picture(plots.figure_to_array(figure), tmp_path / "picture.png")
+    with (
+        Image.open(tmp_path / "figure.png") as saved,
+        Image.open(tmp_path / "picture.png") as rendered,
+    ):
+        np.testing.assert_array_equal(
+            np.asarray(saved.convert("RGB")), np.asarray(rendered.convert("RGB"))
+        )

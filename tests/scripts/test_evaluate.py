@@ -1,0 +1,202 @@
+"""scripts/evaluate.py: the yardstick's table, JSON and pictures, and bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_dvq.data.datasets import load_dataset
+from keras_dvq.export.saved_model import export_tokenizer
+from keras_dvq.models import VQVAE
+from tests.testing import image_folder
+from tests.testing import load_script
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("evaluate")
+
+
+@pytest.fixture(scope="module")
+def sample_images():
+    batches = load_dataset("sample", "validation", batch_size=500, shuffle=False)
+    return np.concatenate(list(batches.take(2)))  # 1,000 patches
+
+
+@pytest.fixture(scope="module")
+def dataset(sample_images, tmp_path_factory):
+    """A folder of 1,000 of `sample`'s patches, 100 of which validate: a
+    whole split in batches of 32 ends on a partial batch. (All of `sample`'s
+    4,250 took the table, the pictures and the independent computation a
+    minute and a half on each backend.)"""
+    root = tmp_path_factory.mktemp("data") / "sample_patches"
+    return image_folder(root, images=sample_images)
+
+
+@pytest.fixture(scope="module")
+def validation_images(dataset):
+    return np.concatenate(list(load_dataset(dataset, "validation", shuffle=False)))
+
+
+def train_small(images, num_embeddings, seed):
+    keras.utils.set_random_seed(seed)
+    model = VQVAE.from_flavors(num_embeddings=num_embeddings, embedding_dim=4, n_hid=8)
+    model.compile()
+    model.fit(images[:512], batch_size=64, epochs=1, verbose=0)  # 8 steps
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_paths(sample_images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for name, num_embeddings in (("small", 8), ("large", 32)):
+        path = folder / name / "model.keras"
+        path.parent.mkdir()
+        train_small(sample_images, num_embeddings, seed=1).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def evaluated(script, model_paths, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    argv = [*map(str, model_paths), "--dataset", dataset, "--out", str(out)]
+    argv += ["--batch_size", "32"]
+    assert script.main([*argv, "--quiet"]) == 0
+    with open(out / "evaluation.json") as file:
+        return out, json.load(file)
+
+
+def test_json_rows_agree_with_an_independent_computation(
+    evaluated, model_paths, dataset, validation_images
+):
+    out, results = evaluated
+    assert results["dataset"] == dataset and results["split"] == "validation"
+    assert results["command"].startswith("python scripts/evaluate.py ")
+    rows = results["models"]
+    assert [row["label"] for row in rows] == ["small/model", "large/model"]
+    originals = validation_images.astype(np.float64) / 255.0
+    for row, path in zip(rows, model_paths, strict=True):
+        model = keras.models.load_model(path)
+        tokens = model.encode(validation_images)
+        recon = model.decode(tokens).astype(np.float64)
+        mse = ((originals - recon) ** 2).mean(axis=(1, 2, 3))
+        assert row["num_images"] == len(validation_images) == 100
+        assert row["mse"] == pytest.approx(mse.mean(), rel=1e-4)
+        assert row["psnr"] == pytest.approx(np.mean(10 * np.log10(1 / mse)), abs=0.01)
+        assert row["psnr_of_mean_mse"] == pytest.approx(
+            10 * np.log10(1 / mse.mean()), abs=0.01
+        )
+        independent_ssim = tf.image.ssim(
+            tf.constant(originals), tf.constant(recon), max_val=1.0
+        ).numpy()
+        assert row["ssim"] == pytest.approx(independent_ssim.mean(), abs=1e-3)
+        counts = np.bincount(tokens.ravel(), minlength=row["vocabulary_size"])
+        probs = counts[counts > 0] / counts.sum()
+        bits = -(probs * np.log2(probs)).sum()
+        assert row["codes_used"] == (counts > 0).sum()
+        assert row["bits_per_token"] == pytest.approx(bits, rel=1e-5)
+        assert row["bits_per_image"] == pytest.approx(bits * 64, rel=1e-5)
+        assert row["perplexity"] == pytest.approx(2**bits, rel=1e-4)
+        logs = model.evaluate(  # as train.py reports it: the same batches
+            load_dataset(dataset, "validation", batch_size=32, shuffle=False),
+            return_dict=True,
+            verbose=0,
+        )
+        assert row["recon_loss"] == pytest.approx(logs["recon_loss"], rel=1e-4)
+        assert row["images_per_second"] > 0
+    assert rows[0]["vocabulary_size"] == 8 and rows[1]["vocabulary_size"] == 32
+
+
+def test_pictures_are_written(evaluated):
+    out, results = evaluated
+    names = [row["reconstructions_png"] for row in results["models"]]
+    assert names == [
+        "reconstructions-small-model.png",
+        "reconstructions-large-model.png",
+    ]
+    assert results["rate_distortion_png"] == "rate_distortion.png"
+    for name in [*names, "rate_distortion.png"]:
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG"
+            assert picture.width >= 400 and picture.height >= 200
+
+
+def test_table_is_printed_and_progress_can_be_silenced(
+    script, model_paths, tmp_path, capsys
+):
+    dataset = image_folder(tmp_path / "images", count=80)  # 8 validate
+    assert script.main([str(model_paths[0]), "--dataset", dataset]) == 0
+    printed = capsys.readouterr().out
+    assert "8/8" in printed  # the progress line of a non-terminal
+    header, row = printed.splitlines()[-2:]
+    assert "PSNR dB" in header and "bits/image" in header
+    assert row.split()[0].endswith("small/model") and " / 8 " in row
+    assert script.main([str(model_paths[0]), "--dataset", dataset, "--quiet"]) == 0
+    assert "8/8" not in capsys.readouterr().out
+
+
+def test_an_exported_tokenizer_is_evaluated_like_its_model(
+    script, model_paths, tmp_path
+):
+    model = keras.models.load_model(model_paths[0])
+    export_tokenizer(model, str(tmp_path / "export" / "1"), image_shape=(32, 32, 3))
+    dataset = image_folder(tmp_path / "images", count=80)
+    rows = []
+    for source in (model_paths[0], tmp_path / "export"):
+        out = tmp_path / f"out-{len(rows)}"
+        argv = [str(source), "--dataset", dataset, "--out", str(out), "--quiet"]
+        assert script.main(argv) == 0
+        with open(out / "evaluation.json") as file:
+            rows.append(json.load(file)["models"][0])
+    keras_row, row = rows
+    assert row["recon_loss"] is None
+    assert row["backend"] == "tensorflow (SavedModel)"
+    # Served images are uint8: their PSNR differs by the rounding only.
+    assert row["psnr"] == pytest.approx(keras_row["psnr"], abs=0.1)
+    assert row["codes_used"] == keras_row["codes_used"]
+    assert row["bits_per_token"] == pytest.approx(keras_row["bits_per_token"], abs=1e-3)
+    assert "rate_distortion_png" not in json.load(open(out / "evaluation.json"))
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evaluate.py: error: ") and "\n" not in err
+    return err
+
+
+def test_missing_and_corrupt_models(script, tmp_path, capsys):
+    assert script.main([str(tmp_path / "nope.keras"), "--dataset", "sample"]) == 2
+    assert "nope.keras: not found" in one_line_error(capsys)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    assert script.main([str(corrupt), "--dataset", "sample"]) == 2
+    assert "corrupt.keras: cannot be loaded as a tokenizer" in one_line_error(capsys)
+    assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_images_that_do_not_fit_the_model(script, model_paths, tmp_path, capsys):
+    path = str(model_paths[0])
+    argv = [path, "--dataset", "sample", "--image_size", "30", "--out", str(tmp_path)]
+    assert script.main(argv) == 2
+    error = one_line_error(capsys)
+    assert "--dataset sample (images (30, 30, 3)) does not fit" in error
+    assert "divisible by the encoder stride 4" in error
+    gray = VQVAE.from_flavors(
+        num_embeddings=8, embedding_dim=4, n_hid=8, image_channels=1
+    )
+    gray.build((None, 32, 32, 1))
+    gray.save(tmp_path / "gray.keras")
+    assert script.main([str(tmp_path / "gray.keras"), "--dataset", "sample"]) == 2
+    assert "must have 1 channels" in one_line_error(capsys)
+    assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_an_empty_split(script, model_paths, tmp_path, capsys):
+    dataset = image_folder(tmp_path / "five", count=5)  # no 10th file validates
+    assert script.main([str(model_paths[0]), "--dataset", dataset]) == 2
+    assert "no readable" in one_line_error(capsys)

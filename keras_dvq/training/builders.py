@@ -25,6 +25,7 @@ from keras_dvq.data.datasets import load_dataset
 from keras_dvq.models import VQVAE
 from keras_dvq.schedules import CosineAnnealing
 from keras_dvq.schedules import FinalPhase
+from keras_dvq.utils.errors import BadInput
 
 LEARNING_RATE = 3e-4  # the original repo's; the vqvae flavor's default
 
@@ -96,7 +97,7 @@ def load_splits(dataset, batch_size, data_dir=None, seed=None):
     )
     val_data = load_dataset(dataset, "validation", batch_size, data_dir=data_dir)
     if int(train_data.cardinality()) < 1:
-        raise ValueError(
+        raise BadInput(
             f"--dataset {dataset}: fewer training images than one batch of "
             f"--batch_size {batch_size}."
         )

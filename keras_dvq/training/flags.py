@@ -1,8 +1,27 @@
-"""The command-line flags of the original repo's model and data, shared by
-every script that trains a tokenizer.
+"""The command-line flags of a tokenizer's training run.
+
+`make_train_parser` is `scripts/train.py`'s parser and `parse_train_config`
+turns its command line (with a `--hparams` file's values) into a
+`TrainingConfig`; `add_model_flags` gives the original repo's model and data
+flags to the other scripts that train (tune_gumbel.py).
 """
 
+import argparse
+import json
+
+from keras_dvq.callbacks.step_backup import BACKUP_SECONDS
+from keras_dvq.models.vqvae import QUANTIZERS
+from keras_dvq.training.builders import GUMBEL_DEFAULTS
+from keras_dvq.training.builders import HPARAM_KEYS
+from keras_dvq.training.builders import LEARNING_RATE
+from keras_dvq.training.builders import LEARNING_RATE_DECAYS
+from keras_dvq.training.config import SIZED_BY_EMBEDDINGS
+from keras_dvq.training.config import TrainingConfig
+from keras_dvq.utils.cli import non_negative_float
+from keras_dvq.utils.cli import non_negative_int
+from keras_dvq.utils.cli import positive_float
 from keras_dvq.utils.cli import positive_int
+from keras_dvq.utils.cli import unit_fraction
 
 
 def add_model_flags(parser):
@@ -18,3 +37,210 @@ def add_model_flags(parser):
     add("--data_dir", default=None, help="tensorflow-datasets data directory")
     add("--dataset", default="cifar10", help="sample | folder:PATH | a tfds name")
     add("--seed", type=int, default=0)
+
+
+def make_train_parser():
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a VQ-VAE (keras-dvq).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    # The original repo's flags.
+    add("--vq_flavor", choices=list(QUANTIZERS), default="vqvae")
+    add_model_flags(parser)
+    add(
+        "--gpus",
+        type=non_negative_int,
+        default=0,
+        help="devices to train on; N > 1: MirroredStrategy (TensorFlow) or "
+        "DataParallel (JAX), --batch_size being the global batch",
+    )
+    # Ours.
+    add("--out", required=True, help="output directory")
+    add("--max_steps", type=positive_int, default=1500)
+    add("--epochs", type=positive_int, default=None, help="full passes instead")
+    add("--resume", action="store_true", help="continue an interrupted run")
+    add(
+        "--backup_every",
+        type=positive_int,
+        default=None,
+        metavar="STEPS",
+        help="back up the training state every STEPS steps (default: every "
+        f"{BACKUP_SECONDS / 60:g} minutes) and at each epoch end",
+    )
+    add(
+        "--seed_faithful",
+        action="store_true",
+        help="the original repo's VQ recipe: gradient codebook, no restarts",
+    )
+    add(
+        "--no_kmeans_init",
+        action="store_true",
+        help="skip the k-means codebook initialization (vqvae, rvq)",
+    )
+    add(
+        "--mixed_precision",
+        action="store_true",
+        help="mixed_bfloat16 encoder/decoder; the quantizer stays float32",
+    )
+    add(
+        "--hparams",
+        metavar="JSON",
+        help="a file of flag values, e.g. scripts/tune_gumbel.py's "
+        "best_hyperparameters.json; keys: " + ", ".join(HPARAM_KEYS) + "; flags "
+        "given on the command line win",
+    )
+    # Unset flags stay absent (SUPPRESS): their defaults depend on --vq_flavor.
+    unset = argparse.SUPPRESS
+    add(
+        "--learning_rate",
+        type=positive_float,
+        default=unset,
+        help=f"peak learning rate (default: {LEARNING_RATE}; gumbel: "
+        f"{GUMBEL_DEFAULTS['learning_rate']:g})",
+    )
+    add(
+        "--lr_decay",
+        choices=list(LEARNING_RATE_DECAYS),
+        default="original",
+        help="length of the learning rate's cosine decay: "
+        + "; ".join(f"{k}: {v}" for k, v in LEARNING_RATE_DECAYS.items()),
+    )
+    gumbel = parser.add_argument_group(
+        "gumbel flavor",
+        "Schedule lengths are fractions of the run's total steps (above 1: the "
+        "schedule ends after the run); the last --decoder_fraction trains the "
+        "decoder alone, on argmax codes, at --decoder_learning_rate. Defaults: "
+        "docs/gumbel_tuning.md.",
+    )
+    for name, kind in (
+        ("temperature_start", positive_float),
+        ("temperature_end", positive_float),
+        ("temperature_anneal_fraction", positive_float),
+        ("kl_weight", non_negative_float),
+        ("kl_ramp_fraction", positive_float),
+        ("diversity_weight", non_negative_float),
+        ("balance_rate", non_negative_float),
+        ("decoder_fraction", unit_fraction),
+        ("decoder_learning_rate", positive_float),
+    ):
+        gumbel.add_argument(
+            f"--{name}",
+            type=kind,
+            default=unset,
+            help=f"default: {GUMBEL_DEFAULTS[name]:g}",
+        )
+    gumbel.add_argument(
+        "--straight_through",
+        action=argparse.BooleanOptionalAction,
+        default=unset,
+        help="hard one-hot forward pass (default: "
+        f"{GUMBEL_DEFAULTS['straight_through']})",
+    )
+    add_quantizer_flags(parser, unset)
+    return parser
+
+
+def levels_list(text):
+    try:
+        levels = tuple(int(level) for level in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 2 (e.g. 8,5,5,5), got {text}"
+        )
+    return levels
+
+
+def add_quantizer_flags(parser, unset):
+    """The flags of the vqvae, fsq, lfq and rvq flavors (docs/quantizers.md);
+    unset ones keep the quantizer's defaults."""
+    vqvae = parser.add_argument_group("vqvae flavor")
+    for name, help_text in (
+        ("use_cosine_sim", "match l2-normalized vectors and codes"),
+        ("rotation_trick", "gradients through the rotation trick"),
+    ):
+        vqvae.add_argument(
+            f"--{name}", action="store_const", const=True, default=unset, help=help_text
+        )
+    fsq = parser.add_argument_group("fsq flavor")
+    fsq.add_argument(
+        "--levels",
+        type=levels_list,
+        default=unset,
+        help="levels per latent dimension (default: 8,5,5,5, 1,000 codes)",
+    )
+    lfq = parser.add_argument_group("lfq flavor")
+    lfq.add_argument(
+        "--codebook_bits", type=positive_int, default=unset, help="default: 10"
+    )
+    lfq.add_argument(
+        "--entropy_loss_weight",
+        type=non_negative_float,
+        default=unset,
+        help="default: 0.1",
+    )
+    rvq = parser.add_argument_group("rvq flavor")
+    rvq.add_argument(
+        "--num_quantizers", type=positive_int, default=unset, help="default: 4"
+    )
+    rvq.add_argument(
+        "--quantizer_dropout",
+        type=non_negative_float,
+        default=unset,
+        help="default: 0 (every stage always)",
+    )
+
+
+def parse_train_config(argv):
+    """The `TrainingConfig` of `scripts/train.py`'s arguments `argv` (a list):
+    a `--hparams` file's values first, the command line's flags over them.
+    Bad flags exit 2 through argparse, with its one-line message."""
+    parser = make_train_parser()
+    argv = list(argv)
+    args = parser.parse_args(argv)
+    if args.hparams:
+        try:
+            words = hparams_argv(args.hparams)
+        except ValueError as error:
+            parser.error(f"--hparams {args.hparams}: {error}")
+        # The file's values first: a flag repeated on the command line wins.
+        args = parser.parse_args(words + argv)
+    if args.vq_flavor not in SIZED_BY_EMBEDDINGS:
+        for name in ("num_embeddings", "embedding_dim"):
+            if any(word.split("=")[0] == f"--{name}" for word in argv):
+                parser.error(
+                    f"--{name} does not apply to --vq_flavor {args.vq_flavor} "
+                    "(see --levels and --codebook_bits)"
+                )
+    return TrainingConfig(**vars(args))
+
+
+def hparams_argv(path):
+    """The command-line words that a `--hparams` JSON file stands for."""
+    try:
+        with open(path) as file:
+            values = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read it: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError("expected a JSON object of flag values")
+    words = []
+    for key, value in values.items():
+        if key not in HPARAM_KEYS:
+            raise ValueError(
+                f"unknown key {key!r}; expected some of: {', '.join(HPARAM_KEYS)}"
+            )
+        if key == "straight_through":
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"'straight_through' must be true or false, got {value!r}"
+                )
+            words.append("--straight_through" if value else "--no-straight_through")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"bad value for {key!r}: {json.dumps(value)}")
+        else:
+            words += [f"--{key}", str(value)]
+    return words

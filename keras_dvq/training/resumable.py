@@ -5,7 +5,19 @@ included.
 
 def fit_resumable(model, x, *, epochs, steps_per_epoch, backup, callbacks=(), **kw):
     """`model.fit` that continues from `backup` (a `StepBackup`), mid-epoch
-    included, and removes the backup when the run completes.
+    included.
+
+    The backup is left in place when training completes: the caller removes
+    it (`backup.remove()`) once it has saved what it keeps of the model, so
+    that a kill between the last step and that save still leaves a run to
+    resume. Example:
+
+    ```python
+    backup = StepBackup("runs/demo/backup", every_steps=100)
+    fit_resumable(model, data, epochs=4, steps_per_epoch=390, backup=backup)
+    model.save("runs/demo/model.keras")
+    backup.remove()
+    ```
 
     Keras starts every epoch at its first step, so an epoch interrupted after
     `b` steps is finished by a first `fit` of `steps_per_epoch - b` steps;
@@ -41,5 +53,4 @@ def fit_resumable(model, x, *, epochs, steps_per_epoch, backup, callbacks=(), **
             callbacks=callbacks,
             **kw,
         )
-    backup.remove()
     return history

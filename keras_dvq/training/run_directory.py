@@ -1,8 +1,8 @@
 """One run per output directory, and resumes only with the same configuration.
 
 `RunLock` refuses a second process writing into a directory that another
-live process owns; `check_run_config` refuses to continue a run with other
-settings than it started with.
+live process owns; `compare_run_config` refuses to continue a run with other
+settings than it started with, and `write_run_config` records them.
 """
 
 import contextlib
@@ -11,6 +11,7 @@ import os
 import socket
 
 from keras_dvq.utils import atomic
+from keras_dvq.utils.errors import BadInput
 
 LOCK_FILE = "run.lock"
 CONFIG_FILE = "run_config.json"
@@ -21,7 +22,7 @@ except ImportError:  # Windows
     fcntl = None
 
 
-class DirectoryInUse(ValueError):
+class DirectoryInUse(BadInput):
     """Another live process holds the directory's lock."""
 
 
@@ -141,15 +142,19 @@ def _alive(pid):
     return True
 
 
-def check_run_config(directory, config, resume, may_change=()):
-    """Stores a run's configuration in `directory`, or compares it on resume.
+def compare_run_config(directory, config, resume, may_change=()):
+    """Compares a resumed run's configuration with the one stored in `directory`.
+
+    Writes nothing: `write_run_config` stores the configuration once the run
+    is under way, so a run that fails before leaves the directory's record as
+    it was.
 
     Args:
         directory: the run's output directory.
         config: a JSON-serializable dict of what defines the run.
         resume: bool. Whether the run continues an earlier one; then its
             stored configuration must equal `config` except in the keys of
-            `may_change`.
+            `may_change`. A fresh run compares nothing.
         may_change: keys that a resumed run may set differently (e.g. a
             lower learning rate after a divergence).
 
@@ -157,37 +162,40 @@ def check_run_config(directory, config, resume, may_change=()):
         The keys of `may_change` whose values changed, as `{key: (old, new)}`.
 
     Raises:
-        ValueError: the stored configuration differs from `config`, naming
+        BadInput: the stored configuration differs from `config`, naming
             the keys, the stored values and the given ones.
     """
     path = os.path.join(directory, CONFIG_FILE)
+    if not (resume and os.path.exists(path)):
+        return {}
     # A JSON round trip makes tuples lists, as they come back from the file.
     config = json.loads(json.dumps(config))
-    changed = {}
-    if resume and os.path.exists(path):
-        with open(path) as file:
-            stored = json.load(file)
-        keys = sorted(set(stored) | set(config))
-        differing = [
-            key
-            for key in keys
-            if stored.get(key) != config.get(key) and key not in may_change
-        ]
-        if differing:
-            details = ", ".join(
-                f"{key} {json.dumps(stored.get(key))} (now "
-                f"{json.dumps(config.get(key))})"
-                for key in differing
-            )
-            raise ValueError(
-                f"--resume: {directory} holds a run with another configuration "
-                f"({details}); resume with the same flags or choose another "
-                "--out."
-            )
-        changed = {
-            key: (stored.get(key), config.get(key))
-            for key in may_change
-            if stored.get(key) != config.get(key)
-        }
-    atomic.write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return changed
+    with open(path) as file:
+        stored = json.load(file)
+    keys = sorted(set(stored) | set(config))
+    differing = [
+        key
+        for key in keys
+        if stored.get(key) != config.get(key) and key not in may_change
+    ]
+    if differing:
+        details = ", ".join(
+            f"{key} {json.dumps(stored.get(key))} (now {json.dumps(config.get(key))})"
+            for key in differing
+        )
+        raise BadInput(
+            f"--resume: {directory} holds a run with another configuration "
+            f"({details}); resume with the same flags or choose another --out."
+        )
+    return {
+        key: (stored.get(key), config.get(key))
+        for key in may_change
+        if stored.get(key) != config.get(key)
+    }
+
+
+def write_run_config(directory, config):
+    """Stores a run's configuration (a JSON-serializable dict) in `directory`,
+    atomically."""
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    atomic.write_text(os.path.join(directory, CONFIG_FILE), text)

@@ -17,6 +17,8 @@ from PIL import Image
 
 from keras_dvq.callbacks.image_logging import ReconstructionLogger
 from keras_dvq.data import datasets as data_module
+from keras_dvq.training import flags as train_flags
+from keras_dvq.training import run as train_run
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.run_directory import RunLock
 from keras_dvq.utils.divergence import non_finite_variables
@@ -228,8 +230,10 @@ def test_hparams_file_sets_flags_and_command_line_wins(train_script, tmp_path):
     hparams = write_hparams(
         tmp_path, {"vq_flavor": "gumbel", "kl_weight": 0.5, "straight_through": True}
     )
-    args = train_script.parse_args(["--hparams", hparams, "--out", str(tmp_path)])
-    recipe = train_script.recipe_hparams(args)
+    args = train_flags.parse_train_config(
+        ["--hparams", hparams, "--out", str(tmp_path)]
+    )
+    recipe = args.recipe_hparams()
     assert (args.vq_flavor, recipe["kl_weight"], recipe["straight_through"]) == (
         "gumbel",
         0.5,
@@ -238,9 +242,9 @@ def test_hparams_file_sets_flags_and_command_line_wins(train_script, tmp_path):
     # Keys the file leaves out take the gumbel flavor's defaults.
     assert recipe["temperature_end"] == GUMBEL_DEFAULTS["temperature_end"]
     argv = ["--hparams", hparams, "--kl_weight", "0.25", "--no-straight_through"]
-    recipe = train_script.recipe_hparams(
-        train_script.parse_args([*argv, "--out", str(tmp_path)])
-    )
+    recipe = train_flags.parse_train_config(
+        [*argv, "--out", str(tmp_path)]
+    ).recipe_hparams()
     assert (recipe["kl_weight"], recipe["straight_through"]) == (0.25, False)
 
 
@@ -248,11 +252,13 @@ def test_shipped_dalle_recipe_is_the_measured_one(train_script, tmp_path):
     """recipes/dalle.json holds the flags of docs/gumbel_tuning.md's DALL-E
     runs with the balancing offset; the rest are the gumbel defaults."""
     dalle = SCRIPT.parents[1] / "recipes" / "dalle.json"
-    args = train_script.parse_args(["--hparams", str(dalle), "--out", str(tmp_path)])
+    args = train_flags.parse_train_config(
+        ["--hparams", str(dalle), "--out", str(tmp_path)]
+    )
     model_flags = (args.vq_flavor, args.enc_dec_flavor, args.loss_flavor)
     assert model_flags == ("gumbel", "openai", "logit_laplace")
     changed = {"learning_rate": 1e-3, "diversity_weight": 3.0, "balance_rate": 1e-2}
-    assert train_script.recipe_hparams(args) == {**GUMBEL_DEFAULTS, **changed}
+    assert args.recipe_hparams() == {**GUMBEL_DEFAULTS, **changed}
 
 
 @pytest.mark.parametrize(
@@ -284,8 +290,8 @@ def test_lr_decay_sets_where_the_learning_rate_ends(
     train_script, tmp_path, decay, last_rate
 ):
     argv = ["--out", str(tmp_path), "--lr_decay", decay, *TINY]
-    args = train_script.parse_args(argv)
-    model = train_script.build_model(args, train_script.recipe_hparams(args), 40)
+    args = train_flags.parse_train_config(argv)
+    model = train_run.build_model(args, args.recipe_hparams(), 40)
     model.optimizer.iterations.assign(40)
     assert float(model.optimizer.learning_rate) == pytest.approx(last_rate, rel=1e-3)
 
@@ -345,9 +351,10 @@ from keras_dvq import distribution
 import keras
 if keras.backend.backend() == "tensorflow":
     distribution.split_cpu(2)
+from keras_dvq.training import run
 from tests.testing import load_script
+run.DEVICE_TYPE = "CPU"
 train = load_script("train")
-train.DEVICE_TYPE = "CPU"
 sys.exit(train.main(sys.argv[1:]))
 """
 
@@ -432,12 +439,12 @@ def test_divergence_keeps_finite_files_and_resume_continues(
     out = tmp_path / "run"
     argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
             "--batch_size", "8", "--backup_every", "2", *TINY]  # fmt: skip
-    make_callbacks = train_script.make_callbacks
+    make_callbacks = train_run.make_callbacks
 
     def poisoned_at_step_7(*args):
         return [PoisonAtStep(7), *make_callbacks(*args)]
 
-    monkeypatch.setattr(train_script, "make_callbacks", poisoned_at_step_7)
+    monkeypatch.setattr(train_run, "make_callbacks", poisoned_at_step_7)
     assert train_script.main(argv) == 3
     error = capsys.readouterr().err.strip()
     assert error.startswith("train.py: error: training diverged at step 7: ")
@@ -450,7 +457,7 @@ def test_divergence_keeps_finite_files_and_resume_continues(
     assert not (out / "model.keras").exists()
     assert non_finite_variables(keras.models.load_model(out / "best.keras")) == []
 
-    monkeypatch.setattr(train_script, "make_callbacks", make_callbacks)
+    monkeypatch.setattr(train_run, "make_callbacks", make_callbacks)
     resumed = [*argv, "--resume", "--learning_rate", "1e-4"]
     assert train_script.main(resumed) == 0
     assert (
@@ -562,3 +569,51 @@ def test_kills_at_random_instants_lose_nothing(tmp_path):
     assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 16, kills
     assert not (out / "backup").exists() and not (out / "run.lock").exists()
     assert not [name for name in os.listdir(out) if name.startswith(".partial")]
+
+
+@pytest.mark.slow
+def test_kill_between_the_last_step_and_model_keras_leaves_a_resumable_run(
+    train_script, tmp_path, monkeypatch
+):
+    """Training done, killed while writing model.keras: the backup of the last
+    step is still there, and --resume writes the final model without
+    training again."""
+    dataset = image_folder(tmp_path / "images")  # 4 batches of 8 per epoch
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "4",
+            "--batch_size", "8", *TINY]  # fmt: skip
+    save = train_run.save_finite_model
+
+    def killed_while_saving(model, path):
+        if os.path.basename(path) == "model.keras":
+            raise KeyboardInterrupt  # what a kill at this instant leaves
+        save(model, path)
+
+    monkeypatch.setattr(train_run, "save_finite_model", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train_script.main(argv)
+    assert not (out / "model.keras").exists()
+    state = json.loads((out / "backup" / "state.json").read_text())
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
+
+    monkeypatch.setattr(train_run, "save_finite_model", save)
+    assert train_script.main([*argv, "--resume"]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 4
+    assert not (out / "backup").exists()
+
+
+def test_a_run_that_fails_before_training_keeps_the_earlier_record(
+    train_script, tmp_path, capsys
+):
+    """A finished run's run_config.json stays when a fresh run into the same
+    --out fails on its data: the record describes the files beside it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    record = '{"dataset": "sample", "max_steps": 1500}\n'
+    (out / "run_config.json").write_text(record)
+    missing = tmp_path / "no-such-folder"
+    argv = ["--dataset", f"folder:{missing}", "--out", str(out), *TINY]
+    assert train_script.main(argv) == 2
+    assert capsys.readouterr().err.startswith("train.py: error: ")
+    assert (out / "run_config.json").read_text() == record

@@ -10,7 +10,9 @@ import pytest
 from keras_dvq.training.run_directory import CONFIG_FILE
 from keras_dvq.training.run_directory import DirectoryInUse
 from keras_dvq.training.run_directory import RunLock
-from keras_dvq.training.run_directory import check_run_config
+from keras_dvq.training.run_directory import compare_run_config
+from keras_dvq.training.run_directory import write_run_config
+from keras_dvq.utils.errors import BadInput
 
 
 def test_second_lock_is_refused_naming_the_owner(tmp_path):
@@ -50,15 +52,18 @@ def test_lock_held_by_another_process_is_refused(tmp_path):
 
 def test_resume_with_another_configuration_is_refused(tmp_path):
     config = {"num_embeddings": 512, "learning_rate": 3e-4, "shape": (32, 32)}
-    assert check_run_config(tmp_path, config, resume=False) == {}
+    assert compare_run_config(tmp_path, config, resume=False) == {}
+    assert not (tmp_path / CONFIG_FILE).exists()  # comparing writes nothing
+    write_run_config(tmp_path, config)
     assert json.loads((tmp_path / CONFIG_FILE).read_text())["shape"] == [32, 32]
-    assert check_run_config(tmp_path, config, resume=True) == {}
-    with pytest.raises(ValueError, match=r"num_embeddings 512 \(now 1024\)"):
-        check_run_config(tmp_path, {**config, "num_embeddings": 1024}, resume=True)
-    changed = check_run_config(
+    assert compare_run_config(tmp_path, config, resume=True) == {}
+    with pytest.raises(BadInput, match=r"num_embeddings 512 \(now 1024\)"):
+        compare_run_config(tmp_path, {**config, "num_embeddings": 1024}, resume=True)
+    changed = compare_run_config(
         tmp_path, {**config, "learning_rate": 1e-4}, True, ("learning_rate",)
     )
     assert changed == {"learning_rate": (3e-4, 1e-4)}
-    # A new run (no --resume) records its own configuration.
-    check_run_config(tmp_path, {"num_embeddings": 16}, resume=False)
+    # A new run (no --resume) compares nothing and records its own.
+    assert compare_run_config(tmp_path, {"num_embeddings": 16}, resume=False) == {}
+    write_run_config(tmp_path, {"num_embeddings": 16})
     assert json.loads((tmp_path / CONFIG_FILE).read_text()) == {"num_embeddings": 16}

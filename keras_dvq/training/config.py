@@ -1,0 +1,149 @@
+"""`TrainingConfig`: everything that defines a tokenizer's training run."""
+
+import dataclasses
+
+from keras_dvq.training.builders import GUMBEL_DEFAULTS
+from keras_dvq.training.builders import LEARNING_RATE
+from keras_dvq.training.builders import LEARNING_RATE_DECAYS
+from keras_dvq.utils.errors import BadInput
+
+# The arguments of one quantizer flavor each (None: the quantizer's default).
+FLAVOR_OPTIONS = {
+    "vqvae": ("use_cosine_sim", "rotation_trick"),
+    "fsq": ("levels",),
+    "lfq": ("codebook_bits", "entropy_loss_weight"),
+    "rvq": ("num_quantizers", "quantizer_dropout"),
+}
+# The flavors whose quantizers size codes by num_embeddings and embedding_dim.
+SIZED_BY_EMBEDDINGS = ("vqvae", "gumbel", "rvq")
+# Settings that do not define the run (left out of run_config.json, which
+# --resume compares), and those a resumed run may change (after a divergence).
+NOT_RUN_CONFIG = ("out", "resume", "gpus", "hparams", "data_dir", "backup_every")
+MAY_CHANGE_ON_RESUME = ("learning_rate", "mixed_precision")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """The settings of one training run, as `scripts/train.py`'s flags name them.
+
+    Fields left `None` take their flavor's default: the learning rate and the
+    Gumbel hyperparameters (`GUMBEL_DEFAULTS` for `vq_flavor="gumbel"`,
+    `LEARNING_RATE` otherwise) and the quantizer options of `FLAVOR_OPTIONS`
+    (the quantizer's own defaults). `train_tokenizer` runs it.
+
+    Args:
+        out: the run's output directory.
+        dataset: `"sample"`, `"folder:PATH"` or a tensorflow-datasets name.
+        data_dir: tensorflow-datasets' data directory.
+        vq_flavor, enc_dec_flavor, loss_flavor, num_embeddings,
+        embedding_dim, n_hid, batch_size, seed: the original repo's flags.
+        max_steps: training steps, rounded up to whole epochs of at most one
+            pass over the training split.
+        epochs: full passes instead of `max_steps`, or `None`.
+        gpus: devices to train on; above 1, `--batch_size` is global.
+        resume: continue the interrupted run in `out`.
+        backup_every: back up every this many steps (`None`: every 5 minutes).
+        seed_faithful: the original repo's VQ recipe (gradient codebook, no
+            restarts).
+        no_kmeans_init: skip the k-means codebook start.
+        mixed_precision: `mixed_bfloat16` encoder and decoder.
+        lr_decay: `"original"` or `"run"` (see `LEARNING_RATE_DECAYS`).
+        hparams: the `--hparams` file the values came from, if any.
+        learning_rate ... decoder_learning_rate, straight_through: the
+            learning rate and the Gumbel flavor's hyperparameters.
+        use_cosine_sim ... quantizer_dropout: quantizer options.
+
+    Example:
+
+    ```python
+    config = TrainingConfig(out="runs/demo", dataset="sample", max_steps=300)
+    logs = train_tokenizer(config)   # the final validation logs
+    ```
+    """
+
+    out: str
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    vq_flavor: str = "vqvae"
+    enc_dec_flavor: str = "deepmind"
+    loss_flavor: str = "l2"
+    num_embeddings: int = 512
+    embedding_dim: int = 64
+    n_hid: int = 64
+    batch_size: int = 128
+    seed: int = 0
+    max_steps: int = 1500
+    epochs: int | None = None
+    gpus: int = 0
+    resume: bool = False
+    backup_every: int | None = None
+    seed_faithful: bool = False
+    no_kmeans_init: bool = False
+    mixed_precision: bool = False
+    lr_decay: str = "original"
+    hparams: str | None = None
+    learning_rate: float | None = None
+    temperature_start: float | None = None
+    temperature_end: float | None = None
+    temperature_anneal_fraction: float | None = None
+    kl_weight: float | None = None
+    kl_ramp_fraction: float | None = None
+    diversity_weight: float | None = None
+    balance_rate: float | None = None
+    decoder_fraction: float | None = None
+    decoder_learning_rate: float | None = None
+    straight_through: bool | None = None
+    use_cosine_sim: bool | None = None
+    rotation_trick: bool | None = None
+    levels: tuple | None = None
+    codebook_bits: int | None = None
+    entropy_loss_weight: float | None = None
+    num_quantizers: int | None = None
+    quantizer_dropout: float | None = None
+
+    def __post_init__(self):
+        if self.lr_decay not in LEARNING_RATE_DECAYS:
+            raise BadInput(
+                f"lr_decay must be one of {sorted(LEARNING_RATE_DECAYS)}, got "
+                f"{self.lr_decay!r}."
+            )
+
+    def recipe_hparams(self):
+        """The learning rate and, for the gumbel flavor, its hyperparameters:
+        the values set, else the flavor's defaults (`BadInput` for a Gumbel
+        value set on another flavor)."""
+        given = {
+            key: getattr(self, key)
+            for key in GUMBEL_DEFAULTS
+            if getattr(self, key) is not None
+        }
+        if self.vq_flavor == "gumbel":
+            return {**GUMBEL_DEFAULTS, **given}
+        gumbel_only = sorted(set(given) - {"learning_rate"})
+        if gumbel_only:
+            raise BadInput(f"--{gumbel_only[0]} applies to --vq_flavor gumbel only.")
+        return {"learning_rate": given.get("learning_rate", LEARNING_RATE)}
+
+    def quantizer_options(self):
+        """The quantizer arguments set (`BadInput` for one of another flavor)."""
+        options = {}
+        for flavor, names in FLAVOR_OPTIONS.items():
+            for name in names:
+                if getattr(self, name) is None:
+                    continue
+                if flavor != self.vq_flavor:
+                    raise BadInput(f"--{name} applies to --vq_flavor {flavor} only.")
+                options[name] = getattr(self, name)
+        return options
+
+    def run_record(self):
+        """What defines the run, for run_config.json: the settings without
+        `NOT_RUN_CONFIG` and unset flavor defaults, plus the hyperparameters
+        in use."""
+        optional = set(GUMBEL_DEFAULTS).union(*FLAVOR_OPTIONS.values())
+        record = {
+            key: value
+            for key, value in dataclasses.asdict(self).items()
+            if key not in NOT_RUN_CONFIG and not (key in optional and value is None)
+        }
+        return {**record, **self.recipe_hparams()}

@@ -40,8 +40,10 @@ from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.evaluation.measures import SplitEvaluation  # noqa: E402
 from keras_dvq.evaluation.measures import to_unit_float  # noqa: E402
 from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
+from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.atomic import write_text  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.errors import BadInput  # noqa: E402
 
 CHUNK_IMAGES = 4096  # images per encode/decode call (predict's set-up is per call)
 RESULTS = "evaluation.json"
@@ -106,7 +108,7 @@ def evaluate_tokenizer(tokenizer, args, verbose):
     total = count_images(dataset)
     warm_up = next(iter(dataset.take(1).as_numpy_iterator()), None)
     if warm_up is None:
-        raise ValueError(f"--dataset {args.dataset} --split {args.split}: no images.")
+        raise BadInput(f"--dataset {args.dataset} --split {args.split}: no images.")
     run_tokenizer(tokenizer, warm_up, args)  # compiles for a full batch
     progress = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     seconds, shown = 0.0, None
@@ -149,8 +151,8 @@ def run_tokenizer(tokenizer, images, args):
     cannot take (channels, size) is an error naming the dataset."""
     try:
         tokens = tokenizer.encode(images, batch_size=args.batch_size)
-    except ValueError as error:
-        raise ValueError(
+    except ValueError as error:  # the tokenizer's input checks: shape, channels
+        raise BadInput(
             f"--dataset {args.dataset} (images {images.shape[1:]}) does not fit "
             f"{tokenizer.path}: {error}"
         ) from None
@@ -244,15 +246,12 @@ def write_results(rows, args):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = make_parser().parse_args(argv)
-    args.argv = argv
-    try:
-        evaluate(args)
-    except ValueError as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    def parse(argv):
+        args = make_parser().parse_args(argv)
+        args.argv = argv
+        return args
+
+    return cli.run("evaluate.py", parse, evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,15 @@ import sys
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dvq.export.saved_model import MAX_IMAGE_SIZE  # noqa: E402
 from keras_dvq.export.saved_model import export_tokenizer  # noqa: E402
+from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
 from keras_dvq.utils.divergence import check_finite_model  # noqa: E402
+from keras_dvq.utils.errors import BadInput  # noqa: E402
+from keras_dvq.utils.loading import load_model_file  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -100,20 +102,13 @@ def _describe(name, spec):
 
 
 def export(args):
-    if not os.path.isfile(args.model):
-        raise ValueError(f"MODEL {args.model!r}: no such file.")
-    try:
-        model = keras.models.load_model(args.model, compile=False)
-    except Exception as error:  # corrupt or foreign files raise many types
-        raise ValueError(
-            f"MODEL {args.model!r}: cannot be loaded ({error})."
-        ) from error
+    model = load_model_file(args.model, "MODEL")
     check_finite_model(model, f"MODEL {args.model!r}")
     os.makedirs(args.out_dir, exist_ok=True)
     version = args.version or next_version(args.out_dir)
     path = os.path.join(args.out_dir, str(version))
     if os.path.exists(path):
-        raise ValueError(
+        raise BadInput(
             f"--version {version}: {path} exists; exports are never overwritten."
         )
     export_tokenizer(
@@ -125,13 +120,7 @@ def export(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        export(args)
-    except ValueError as error:
-        print(f"export_tokenizer.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run("export_tokenizer.py", parse_args, export, argv)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ import keras_dvq  # noqa: E402, F401  (registers the package's classes)
 from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
+from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.cli import positive_float  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.errors import BadInput  # noqa: E402
+from keras_dvq.utils.loading import load_model_file  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -62,24 +65,14 @@ def parse_args(argv=None):
 
 
 def load_prior(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"--prior {path}: not found.")
-    try:
-        prior = keras.models.load_model(path, compile=False)
-    except Exception as error:  # corrupt or foreign files raise many types
-        raise ValueError(f"--prior {path}: cannot be loaded ({error}).") from error
-    if not isinstance(prior, TokenPrior):
-        raise ValueError(
-            f"--prior {path}: expected a TokenPrior, got {type(prior).__name__}."
-        )
-    return prior
+    return load_model_file(path, "--prior", TokenPrior)
 
 
 def load_decoder(path):
     try:
         return load_tokenizer(path)
-    except ValueError as error:
-        raise ValueError(f"--tokenizer {error}") from error
+    except BadInput as error:
+        raise BadInput(f"--tokenizer {error}") from error
 
 
 def token_grid(tokenizer):
@@ -99,7 +92,7 @@ def check_compatible(prior, decoder, path):
         or (decoder_grid is not None and decoder_grid != grid)
     ):
         decoder_grid = decoder_grid or "(any h, w)"
-        raise ValueError(
+        raise BadInput(
             f"--tokenizer {path}: vocabulary {decoder.vocabulary_size} on grids "
             f"{decoder_grid} does not match the prior's (vocabulary "
             f"{prior.vocabulary_size}, grids {grid})."
@@ -108,25 +101,25 @@ def check_compatible(prior, decoder, path):
 
 def check_class_id(prior, class_id):
     if prior.num_classes and class_id is None:
-        raise ValueError(
+        raise BadInput(
             f"--class_id: the prior is conditioned on {prior.num_classes} "
             f"classes; pass an id in [0, {prior.num_classes})."
         )
     if class_id is None:
         return
     if not prior.num_classes:
-        raise ValueError(
+        raise BadInput(
             f"--class_id {class_id}: the prior is unconditional (no classes)."
         )
     if not 0 <= class_id < prior.num_classes:
-        raise ValueError(
+        raise BadInput(
             f"--class_id {class_id}: expected an id in [0, {prior.num_classes})."
         )
 
 
 def sample(args):
     if args.num_images <= 0:
-        raise ValueError(f"--num_images {args.num_images}: expected a positive int.")
+        raise BadInput(f"--num_images {args.num_images}: expected a positive int.")
     prior = load_prior(args.prior)
     check_class_id(prior, args.class_id)
     decoder = load_decoder(args.tokenizer)
@@ -182,13 +175,7 @@ def sample(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        sample(args)
-    except ValueError as error:
-        print(f"sample.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run("sample.py", parse_args, sample, argv)
 
 
 if __name__ == "__main__":

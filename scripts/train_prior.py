@@ -37,8 +37,10 @@ from keras_dvq.data.token_shards import check_same_tokens  # noqa: E402
 from keras_dvq.data.token_shards import load_token_shards  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.training.builders import run_length  # noqa: E402
+from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.cli import positive_float  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
+from keras_dvq.utils.errors import BadInput  # noqa: E402
 
 BITS_FILE = "bits_per_token.json"
 
@@ -95,7 +97,7 @@ def use_classes(args, train, val):
     if args.unconditional or train.labels is None:
         return False
     if val is not None and (val.labels is None or val.class_names != train.class_names):
-        raise ValueError(
+        raise BadInput(
             f"--val_tokens {args.val_tokens}: its classes "
             f"({val.class_names}) are not those of --tokens "
             f"({train.class_names}); pass --unconditional to ignore labels."
@@ -162,7 +164,7 @@ def train(args):
     train_shards, val_shards = load_splits(args)
     conditional = use_classes(args, train_shards, val_shards)
     if args.hidden_dim % args.num_heads:
-        raise ValueError(
+        raise BadInput(
             f"--num_heads {args.num_heads} must divide --hidden_dim {args.hidden_dim}."
         )
     keras.utils.set_random_seed(args.seed)
@@ -250,13 +252,7 @@ def train(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        train(args)
-    except ValueError as error:
-        print(f"train_prior.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run("train_prior.py", parse_args, train, argv)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from keras_dvq.utils import atomic
 from keras_dvq.utils.divergence import check_finite_model
+from keras_dvq.utils.errors import BadInput
 from keras_dvq.utils.validation import check_positive_int
 
 # Facts a consumer needs beside the signatures (vocabulary size, stride).
@@ -97,7 +98,7 @@ def read_tokenizer_info(path):
     number, for readers of older exports)."""
     info_path = os.path.join(path, TOKENIZER_INFO_FILE)
     if not os.path.isfile(info_path):
-        raise ValueError(
+        raise BadInput(
             f"Argument `path` must be a tokenizer written by export_tokenizer "
             f"(with {TOKENIZER_INFO_FILE}). Received: path={path!r}"
         )
@@ -107,18 +108,18 @@ def read_tokenizer_info(path):
 
 def _check_export_args(model, path, image_shape, max_image_size):
     if not (hasattr(model, "tokenize") and hasattr(model, "quantizer")):
-        raise ValueError(
+        raise BadInput(
             "Argument `model` must be a keras_dvq VQVAE. "
             f"Received: {type(model).__name__}"
         )
     if not model.built:
-        raise ValueError(
+        raise BadInput(
             "Argument `model` must be built (trained, loaded, or called once) "
             "before export."
         )
     check_finite_model(model, "Argument `model`")
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise ValueError(
+        raise BadInput(
             "Argument `path` must be a new or empty directory; exports are not "
             f"overwritten. Received: path={path!r}, which exists"
         )
@@ -126,7 +127,7 @@ def _check_export_args(model, path, image_shape, max_image_size):
         image_shape = (None, None, model.image_channels)
     image_shape = tuple(image_shape)
     if len(image_shape) != 3 or image_shape[-1] != model.image_channels:
-        raise ValueError(
+        raise BadInput(
             "Argument `image_shape` must be (height, width, channels) with "
             f"channels={model.image_channels}, as the model was built. "
             f"Received: image_shape={image_shape}"
@@ -135,7 +136,7 @@ def _check_export_args(model, path, image_shape, max_image_size):
         if size is not None and (
             check_positive_int("image_shape", size) % model.stride
         ):
-            raise ValueError(
+            raise BadInput(
                 "Argument `image_shape` must have a height and width divisible by "
                 f"the encoder stride {model.stride} (or None). "
                 f"Received: image_shape={image_shape}"
@@ -145,7 +146,7 @@ def _check_export_args(model, path, image_shape, max_image_size):
         if max_image_size < model.stride or any(
             size is not None and size > max_image_size for size in image_shape[:2]
         ):
-            raise ValueError(
+            raise BadInput(
                 "Argument `max_image_size` must be at least the encoder stride "
                 f"{model.stride} and the height and width of `image_shape` "
                 f"{image_shape}. Received: max_image_size={max_image_size}"

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_dvq.export.saved_model import TOKENIZER_INFO_FILE
 from keras_dvq.export.saved_model import read_tokenizer_info
+from keras_dvq.utils.errors import BadInput
 
 
 class KerasTokenizer:
@@ -38,7 +39,7 @@ class KerasTokenizer:
         self.path = path
         self.model = keras.models.load_model(path, compile=False)
         if not hasattr(self.model, "tokenize"):
-            raise ValueError(
+            raise BadInput(
                 f"{path} holds a {type(self.model).__name__}, not a keras_dvq VQVAE."
             )
         self.vocabulary_size = self.model.quantizer.vocabulary_size
@@ -105,14 +106,14 @@ class SavedModelTokenizer:
             zip(images.shape[1:], expected, strict=True), start=1
         ):
             if wanted is not None and size != wanted:
-                raise ValueError(
+                raise BadInput(
                     f"Images of shape {images.shape[1:]} do not fit the exported "
                     f"tokenizer {self.path}, which takes {tuple(expected)} "
                     f"(axis {axis})."
                 )
         for size in images.shape[1:3]:
             if size % self.stride:
-                raise ValueError(
+                raise BadInput(
                     f"Images of shape {images.shape[1:]} do not fit the exported "
                     f"tokenizer {self.path}: height and width must be divisible "
                     f"by its stride {self.stride}."
@@ -158,18 +159,18 @@ def load_tokenizer(path):
     directory.
 
     Raises:
-        ValueError: naming `path`, where it is missing or cannot be loaded as
+        BadInput: naming `path`, where it is missing or cannot be loaded as
             a tokenizer (corrupt file, another kind of model or SavedModel).
     """
     if not os.path.exists(path):
-        raise ValueError(f"{path}: not found.")
+        raise BadInput(f"{path}: not found.")
     try:
         if os.path.isdir(path):
             return SavedModelTokenizer(path)
         return KerasTokenizer(path)
     except Exception as error:  # corrupt or foreign files raise many types
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
+        raise BadInput(
             f"{path}: cannot be loaded as a tokenizer ({type(error).__name__}: "
             f"{reason})."
         ) from error

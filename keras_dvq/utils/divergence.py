@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from keras_dvq.utils import atomic
+from keras_dvq.utils.errors import BadInput
 from keras_dvq.utils.training_state import sync_training_state
 
 
@@ -51,7 +52,7 @@ def check_finite_model(model, argument):
     all finite (a run that diverged)."""
     bad = non_finite_variables(model, include_optimizer=False)
     if bad:
-        raise ValueError(
+        raise BadInput(
             f"{argument}: the model's weights are not finite (NaN or infinite "
             f"in {len(bad)} variable(s), e.g. {bad[0]}); it comes from a run "
             "that diverged. Use an earlier checkpoint (best.keras) or retrain."

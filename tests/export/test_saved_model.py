@@ -248,7 +248,7 @@ def test_export_refuses_unbuilt_models_and_existing_exports(model, tmp_path):
 @pytest.mark.parametrize(
     "setup, flags, message",
     [
-        (None, ["missing.keras"], "no such file"),
+        (None, ["missing.keras"], "not found"),
         ("corrupt", ["corrupt.keras"], "cannot be loaded"),
         (None, ["model.keras", "--image_shape", "32,32"], "expected H,W,C"),
         (None, ["model.keras", "--version", "0"], "expected a positive integer"),

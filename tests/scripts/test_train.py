@@ -617,3 +617,17 @@ def test_a_run_that_fails_before_training_keeps_the_earlier_record(
     assert train_script.main(argv) == 2
     assert capsys.readouterr().err.startswith("train.py: error: ")
     assert (out / "run_config.json").read_text() == record
+
+
+def test_a_bug_keeps_its_traceback_instead_of_exit_2(
+    train_script, tmp_path, monkeypatch
+):
+    """Only `BadInput` is bad input: a ValueError from a bug in the run
+    propagates (train.py used to print any ValueError as one line, exit 2)."""
+
+    def broken_load_splits(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(train_run.builders, "load_splits", broken_load_splits)
+    with pytest.raises(ValueError, match="could not be broadcast"):
+        train_script.main(["--dataset", "sample", "--out", str(tmp_path / "run")])

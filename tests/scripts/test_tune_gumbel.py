@@ -8,6 +8,7 @@ import keras_tuner
 import pytest
 
 from keras_dvq.schedules import cosine_anneal
+from keras_dvq.training import gumbel_search
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import HPARAM_KEYS
 from keras_dvq.training.builders import load_splits
@@ -247,12 +248,12 @@ def test_too_large_batch_is_a_one_line_error(tune_script, tmp_path, capsys):
 
 
 def test_tokenizer_score_cannot_be_won_by_collapsing(tune_script):
-    score = tune_script.tokenizer_score
+    score = gumbel_search.tokenizer_score
     floor = math.log2(150)
     assert score(30.0, floor) == 30.0 and score(30.0, 9.0) == 30.0
     # 22 codes (about 4.5 bits) at 34 dB lose to 200 codes at 30 dB.
     assert score(34.0, 4.5) < score(30.0, math.log2(200))
     logs = {"val_psnr": 31.0, "val_perplexity": 2.0**6}
-    tune_script.TokenizerScore().on_epoch_end(0, logs)
+    gumbel_search.TokenizerScore().on_epoch_end(0, logs)
     assert logs["val_bits_per_token"] == pytest.approx(6.0)
     assert logs["val_tokenizer_score"] == pytest.approx(31.0 - 10 * (floor - 6.0))

@@ -1,4 +1,6 @@
-"""A smoke run of scripts/benchmark.py (tiny sizes; no timing assertions)."""
+"""scripts/benchmark.py: a smoke run of its quick mode (tiny sizes; no timing
+assertions), its flags and its error rows. The measurements themselves are
+tested in tests/benchmarks/."""
 
 import json
 
@@ -95,104 +97,18 @@ def test_gpu_device_without_a_gpu_is_an_error_row_and_exit_1(tmp_path, capsys):
     assert benchmark.failures(report) == [result["error"]]
 
 
-def test_identity_bottleneck_passes_the_projection_through():
-    import numpy as np
-    from keras import ops
-
-    bottleneck = benchmark._identity_bottleneck_class()(16, 4)
-    features = np.random.default_rng(0).normal(size=(2, 3, 3, 8)).astype("float32")
-    projected, tokens = bottleneck(features)
-    expected = bottleneck.projection(features)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(projected), ops.convert_to_numpy(expected)
-    )
-    assert tuple(tokens.shape) == (2, 3, 3)
-    assert not ops.convert_to_numpy(tokens).any()
-
-
-def test_graph_check_counts_python_callbacks():
-    import tensorflow as tf
-
-    def step(x):
-        return tf.py_function(lambda y: y * 2, [x], tf.float32) + 1.0
-
-    spec = tf.TensorSpec((), tf.float32)
-    graph = tf.function(step).get_concrete_function(spec).graph
-    counts = benchmark._tf_op_types(graph)
-    assert sum(counts.get(op, 0) for op in benchmark.PY_FUNCTION_OPS) == 1
-
-
-def test_reference_model_mirrors_the_keras_deepmind_vqvae():
-    pytest.importorskip("torch")
-    import numpy as np
-
-    from keras_dvq.models import VQVAE
-
-    reference = benchmark.reference_model()
-    count = sum(p.numel() for p in reference.parameters())
-    assert count == 695_491
-    # The original recipe's model (gradient codebook) has the same weights.
-    model = VQVAE.from_flavors(seed_faithful=True)
-    model.build((None, 32, 32, 3))
-    assert model.count_params() == count
-    import torch
-
-    x = torch.as_tensor(np.zeros((2, 3, 32, 32), "float32"))
-    x_hat, latent_loss, tokens = reference(x)
-    assert tuple(x_hat.shape) == (2, 3, 32, 32)
-    assert tuple(tokens.shape) == (2, 8, 8)
-    assert latent_loss.ndim == 0
-
-
-def test_reference_loop_lowers_its_loss_on_a_fixed_batch():
-    pytest.importorskip("torch")
-    loop = benchmark.ReferenceLoop(n_hid=8, seed=0)
-    batch = benchmark.sample_images(16)
-    losses = [loop.step(batch) for _ in range(20)]
-    assert max(losses[-3:]) < 0.8 * losses[0]
-
-
-def test_fit_timeline_separates_steps_from_stalls():
-    # Two epochs of three 1 s steps, 0.5 s test steps; the second epoch waits
-    # 4 s before its first step.
-    events, now = [("train_begin", 0.0)], 0.0
-
-    def add(name, seconds=0.0):
-        nonlocal now
-        now += seconds
-        events.append((name, now))
-
-    for wait in (0.0, 4.0):
-        add("epoch_begin")
-        add("train_batch_begin", wait)
-        for index in range(3):
-            if index:
-                add("train_batch_begin")
-            add("train_batch_end", 1.0)
-        add("test_begin")
-        for _ in range(2):
-            add("test_batch_begin")
-            add("test_batch_end", 0.5)
-        add("test_end")
-        add("epoch_end")
-    add("train_end")
-    timeline = benchmark.fit_timeline(events, batch_size=10)
-    assert timeline["train_steps"] == 6 and timeline["test_steps"] == 4
-    # From the first step's end: 5 steps, 4 test steps and the 4 s wait.
-    assert timeline["wall_seconds"] == pytest.approx(5 + 2 + 4)
-    assert timeline["steps_seconds"] == pytest.approx(5 + 2)
-    assert timeline["fit_over_steps"] == pytest.approx(4 / 7)
-    assert timeline["epoch_start_seconds"] == pytest.approx([4.0])
-    assert timeline["images_per_s"] == pytest.approx(50 / 11)
-    assert timeline["step_images_per_s"] == pytest.approx(10.0)
-    assert timeline["validation_seconds"] == pytest.approx([1.0, 1.0])
-    assert timeline["epoch_end_seconds"] == pytest.approx([0.0, 0.0])
-    assert timeline["in_step_excess_seconds"] == pytest.approx(0.0)
-
-
-def test_larger_images_repeat_the_sample_pixels():
-    small = benchmark.sample_images(3)
-    large = benchmark.sample_images(3, image_size=64)
-    assert large.shape == (3, 64, 64, 3) and large.dtype == small.dtype
-    assert (large[:, ::2, ::2] == small).all()
-    assert (large[:, 1::2, 1::2] == small).all()
+@pytest.mark.backend_independent
+def test_fit_and_mixed_precision_rows_follow_the_deepmind_model():
+    assert benchmark.tasks(["dalle"], mixed_precision=True) == [
+        ("dalle", "dalle", "float32")
+    ]
+    planned = benchmark.tasks(["deepmind"], mixed_precision=True)
+    assert [key for key, _, _ in planned] == [
+        "deepmind",
+        "fit",
+        "deepmind_mixed_bfloat16",
+        "fit_mixed_bfloat16",
+        "usage_float32",
+        "usage_mixed_bfloat16",
+    ]
+    assert ("fit_mixed_bfloat16", "fit", "mixed_bfloat16") in planned

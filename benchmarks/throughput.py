@@ -1,0 +1,201 @@
+"""Timing windows of a model, its identity-bottleneck twin and the reference.
+
+The twin is the same network with the quantizer replaced by its 1x1
+projection (no code search), timed in alternation with the model so that the
+quantizer's overhead is a ratio from one run; the PyTorch reference loop runs
+in the same rounds, so that every figure is also a ratio to it.
+"""
+
+import time
+
+import keras
+from keras import ops
+
+from benchmarks.config import LARGE
+from benchmarks.config import LARGE_SETTINGS
+from benchmarks.config import MODELS
+from benchmarks.data import sample_images
+from benchmarks.probes import host_round_trips
+from benchmarks.probes import peak_memory_mb
+from benchmarks.reference import ReferenceLoop
+from benchmarks.report import window_ratios
+from keras_dvq.layers import Quantizer
+from keras_dvq.models import VQVAE
+
+
+class IdentityBottleneck(Quantizer):
+    """The quantizer's 1x1 projection to `embedding_dim`, passed through.
+
+    Tokens are zeros, so the model's usage histogram costs the same as
+    with a quantizer: what differs is the code search, lookup, latent
+    loss and codebook update.
+
+    Args:
+        num_embeddings: int. The vocabulary size it reports (no codebook).
+        embedding_dim: int. The projection's output size.
+        **kwargs: `Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    ```python
+    bottleneck = IdentityBottleneck(num_embeddings=512, embedding_dim=64)
+    z, tokens = bottleneck(np.zeros((2, 8, 8, 128)))  # (2, 8, 8, 64), (2, 8, 8)
+    ```
+    """
+
+    def __init__(self, num_embeddings=512, embedding_dim=64, **kwargs):
+        super().__init__(latent_dim=embedding_dim, **kwargs)
+        self.num_embeddings = self.vocabulary_size = num_embeddings
+        self.embedding_dim = self.quantized_dim = embedding_dim
+
+    def quantize_latents(self, latents, training=False):
+        return latents, self.tokens_of(latents), ops.zeros((), "float32")
+
+    def tokens_of(self, latents):
+        return ops.zeros(ops.shape(latents)[:-1], "int32")
+
+
+def build_models(name, config):
+    """The model and its identity-bottleneck twin, compiled alike."""
+    flavors = MODELS["deepmind" if name in LARGE else name]
+    model = VQVAE.from_flavors(
+        **flavors,
+        num_embeddings=config["num_embeddings"],
+        embedding_dim=64,
+        n_hid=config["n_hid"],
+    )
+    # The twin's encoder and decoder: fresh copies of the model's own.
+    twin = VQVAE(
+        encoder=type(model.encoder).from_config(model.encoder.get_config()),
+        quantizer=IdentityBottleneck(config["num_embeddings"], 64, name="quantizer"),
+        decoder=type(model.decoder).from_config(model.decoder.get_config()),
+        reconstruction_loss=flavors["loss_flavor"],
+    )
+    shape = (None, config["image_size"], config["image_size"], 3)
+    for m in (model, twin):
+        m.build(shape)
+        m.compile()
+    return model, twin
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Records when each training step's logs are ready.
+
+    `async_safe`: on JAX and PyTorch Keras hands the logs to a thread, which
+    waits for the step to finish; timing there does not stall the loop.
+
+    Example:
+
+    ```python
+    timer = StepTimer()
+    model.fit(images, batch_size=8, callbacks=[timer])
+    timer.times  # perf_counter() at each step's end
+    ```
+    """
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def window_rate(times, batch_size):
+    """Images/s from the end of the first step to the end of the last."""
+    times = sorted(times)
+    return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+def timed_fit(model, images, batch_size):
+    """Images/s of one `fit` call, from the first step's end to the last's:
+    the call's set-up, its first step and its end are left out."""
+    timer = StepTimer()
+    model.fit(
+        images,
+        batch_size=batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return window_rate(timer.times, batch_size)
+
+
+def timed_encode(model, images, batch_size):
+    """Images/s of one `model.encode` call."""
+    start = time.perf_counter()
+    model.encode(images, batch_size=batch_size)
+    return len(images) / (time.perf_counter() - start)
+
+
+def measure_model(name, config, device):
+    """Training and encode throughput of model `name` (a key of `MODELS` or
+    `LARGE`), its identity twin and the reference loop, in alternating rounds
+    of timed windows; with the distance-matrix sizes, memory and host round-trips.
+    """
+    config = {**config, "num_embeddings": 512, "image_size": 32}
+    if name in LARGE:
+        config.update(
+            LARGE_SETTINGS["quick" if config["quick"] else "full"],
+            num_embeddings=8192,
+            image_size=LARGE[name],
+            encode_batches=4,
+        )
+    batch_size, size = config["batch_size"], config["image_size"]
+    model, twin = build_models(name, config)
+    window = sample_images(config["window_steps"] * batch_size, image_size=size)
+    encode_images = sample_images(
+        config["encode_batches"] * batch_size, "validation", image_size=size
+    )
+    # Warm-up: compilation and the first steps of each configuration.
+    for m in (model, twin):
+        m.fit(
+            window[: config["warmup_steps"] * batch_size or batch_size],
+            batch_size=batch_size,
+            epochs=1,
+            verbose=0,
+        )
+    model.encode(encode_images, batch_size=batch_size)
+    reference = ReferenceLoop(config["n_hid"], config["num_embeddings"])
+    reference.timed_window(window[: 2 * batch_size], batch_size)  # warm-up
+    # Rounds of quantizer, identity, reference and encode windows, the
+    # training order reversed every round (A B R, R B A, ...): load drifts
+    # hit all of them alike.
+    train, identity, encode, references = [], [], [], []
+    for index in range(config["rounds"]):
+        trio = [
+            (train, lambda: timed_fit(model, window, batch_size)),
+            (identity, lambda: timed_fit(twin, window, batch_size)),
+            (references, lambda: reference.timed_window(window, batch_size)),
+        ]
+        for rates, timed in trio if index % 2 == 0 else trio[::-1]:
+            rates.append(timed())
+        encode.append(timed_encode(model, encode_images, batch_size))
+    rows = batch_size * (size // model.encoder.stride) ** 2
+    block_rows = min(rows, model.quantizer.search_block_rows)
+    windows = {
+        "train": train,
+        "identity": identity,
+        "encode": encode,
+        "reference": references,
+    }
+    return {
+        "model": name,
+        "parameters": model.count_params(),
+        "batch_size": batch_size,
+        "image_size": size,
+        "num_embeddings": config["num_embeddings"],
+        # The (rows, codes) float32 distances of one training step, and the
+        # part of them that the blocked code search holds at once.
+        "distance_matrix_mb": rows * config["num_embeddings"] * 4 / 2**20,
+        "distance_block_mb": block_rows * config["num_embeddings"] * 4 / 2**20,
+        **window_ratios(windows),
+        "reference_threads": reference.threads,
+        "windows": windows,
+        "host_round_trips": host_round_trips(model, window[:batch_size]),
+        "peak_memory_mb": peak_memory_mb(device),
+        "memory_kind": "device peak" if device == "gpu" else "process max RSS",
+    }

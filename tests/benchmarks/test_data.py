@@ -1,0 +1,32 @@
+"""benchmarks.data: the benchmark's images."""
+
+import pytest
+
+from benchmarks.data import sample_images
+from benchmarks.data import write_image_folder
+from keras_dvq.data.sample import load_sample_patches
+
+pytestmark = pytest.mark.backend_independent
+
+
+def test_larger_images_repeat_the_sample_pixels():
+    small = sample_images(3)
+    large = sample_images(3, image_size=64)
+    assert large.shape == (3, 64, 64, 3) and large.dtype == small.dtype
+    assert (large[:, ::2, ::2] == small).all()
+    assert (large[:, 1::2, 1::2] == small).all()
+
+
+def test_more_images_than_the_split_repeat_it():
+    split = len(load_sample_patches("validation"))
+    repeated = sample_images(split + 2, "validation")
+    assert len(repeated) == split + 2
+    assert (repeated[split:] == repeated[:2]).all()
+
+
+def test_image_folder_holds_one_png_per_image(tmp_path):
+    name = write_image_folder(str(tmp_path / "images"), 5)
+    assert name == f"folder:{tmp_path / 'images'}"
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        f"{index:04d}.png" for index in range(5)
+    ]

@@ -131,6 +131,19 @@ def timed_encode(model, images, batch_size):
     return len(images) / (time.perf_counter() - start)
 
 
+def distance_sizes(model, batch_size, image_size):
+    """The `(rows, codes)` float32 distances of one training step in MB, and
+    the part of them that the blocked code search holds at once. A quantizer
+    without a blocked search (Gumbel's logits) holds them all."""
+    rows = batch_size * (image_size // model.encoder.stride) ** 2
+    block_rows = min(rows, getattr(model.quantizer, "search_block_rows", rows))
+    codes = model.quantizer.vocabulary_size
+    return {
+        "distance_matrix_mb": rows * codes * 4 / 2**20,
+        "distance_block_mb": block_rows * codes * 4 / 2**20,
+    }
+
+
 def measure_model(name, config, device):
     """Training and encode throughput of model `name` (a key of `MODELS` or
     `LARGE`), its identity twin and the reference loop, in alternating rounds
@@ -174,8 +187,6 @@ def measure_model(name, config, device):
         for rates, timed in trio if index % 2 == 0 else trio[::-1]:
             rates.append(timed())
         encode.append(timed_encode(model, encode_images, batch_size))
-    rows = batch_size * (size // model.encoder.stride) ** 2
-    block_rows = min(rows, model.quantizer.search_block_rows)
     windows = {
         "train": train,
         "identity": identity,
@@ -188,10 +199,7 @@ def measure_model(name, config, device):
         "batch_size": batch_size,
         "image_size": size,
         "num_embeddings": config["num_embeddings"],
-        # The (rows, codes) float32 distances of one training step, and the
-        # part of them that the blocked code search holds at once.
-        "distance_matrix_mb": rows * config["num_embeddings"] * 4 / 2**20,
-        "distance_block_mb": block_rows * config["num_embeddings"] * 4 / 2**20,
+        **distance_sizes(model, batch_size, size),
         **window_ratios(windows),
         "reference_threads": reference.threads,
         "windows": windows,

@@ -35,6 +35,8 @@ import tensorflow as tf  # noqa: E402  (the input pipeline only)
 
 from keras_dvq.data.token_shards import check_same_tokens  # noqa: E402
 from keras_dvq.data.token_shards import load_token_shards  # noqa: E402
+from keras_dvq.evaluation import plots  # noqa: E402
+from keras_dvq.evaluation.measures import entropy_bits  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.training.builders import run_length  # noqa: E402
 from keras_dvq.utils import cli  # noqa: E402
@@ -115,9 +117,7 @@ def unigram_baselines(train, evaluated):
     """Bits per token of frequency-only models; `evaluated` is the split the
     prior's bits are measured on."""
     counts = np.bincount(train.tokens.ravel(), minlength=train.vocabulary_size)
-    probabilities = counts / counts.sum()
-    used = probabilities[probabilities > 0]
-    train_entropy = float(-(used * np.log2(used)).sum())
+    train_entropy = float(entropy_bits(counts))
     smoothed = (counts + 1) / (counts.sum() + train.vocabulary_size)
     cross_entropy = float(-np.log2(smoothed[evaluated.tokens.ravel()]).mean())
     return {
@@ -125,39 +125,6 @@ def unigram_baselines(train, evaluated):
         "train_histogram_entropy": train_entropy,
         "log2_vocabulary": math.log2(train.vocabulary_size),
     }
-
-
-def plot_curves(history, baselines, path, split):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    to_bits = 1 / math.log(2)
-    axes.plot(epochs, np.array(history["loss"]) * to_bits, "o-", label="train")
-    if "val_loss" in history:
-        axes.plot(
-            epochs, np.array(history["val_loss"]) * to_bits, "o-", label="validation"
-        )
-    axes.axhline(
-        baselines["unigram_cross_entropy"],
-        color="gray",
-        linestyle="--",
-        label=f"unigram ({split})",
-    )
-    axes.axhline(
-        baselines["log2_vocabulary"], color="black", linestyle=":", label="log2 K"
-    )
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("bits per token")
-    axes.set_title("TokenPrior cross-entropy")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def train(args):
@@ -237,7 +204,10 @@ def train(args):
     )
     with open(os.path.join(args.out, BITS_FILE), "w") as file:
         json.dump(bits, file, indent=2)
-    plot_curves(history, bits, os.path.join(args.out, "training_curves.png"), split)
+    plots.save_figure(
+        plots.prior_curves_figure(history, bits, split),
+        os.path.join(args.out, "training_curves.png"),
+    )
     print(
         f"{split} bits per token: prior {bits['bits_per_token']:.3f}, unigram "
         f"{bits['unigram_cross_entropy']:.3f} "

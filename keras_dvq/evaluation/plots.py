@@ -294,6 +294,51 @@ def rate_distortion_figure(points, title=None):
     return figure
 
 
+def prior_curves_figure(history, baselines, split="validation"):
+    """A token prior's cross-entropy per epoch in bits per token, with the
+    frequency-only baselines it must beat.
+
+    Args:
+        history: a Keras `History.history` dict with `loss` and, if the prior
+            was validated, `val_loss` (nats per token).
+        baselines: dict with `unigram_cross_entropy` and `log2_vocabulary`
+            (bits per token).
+        split: the split the unigram baseline is measured on, for its label.
+
+    Example:
+
+    ```python
+    figure = prior_curves_figure({"loss": [5.1, 4.2]},
+                                 {"unigram_cross_entropy": 6.0, "log2_vocabulary": 9})
+    ```
+    """
+    figure = Figure(figsize=(6, 4), dpi=DPI)
+    axes = figure.add_subplot()
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    to_bits = 1 / math.log(2)
+    axes.plot(epochs, np.array(history["loss"]) * to_bits, "o-", label="train")
+    if "val_loss" in history:
+        axes.plot(
+            epochs, np.array(history["val_loss"]) * to_bits, "o-", label="validation"
+        )
+    axes.axhline(
+        baselines["unigram_cross_entropy"],
+        color="gray",
+        linestyle="--",
+        label=f"unigram ({split})",
+    )
+    axes.axhline(
+        baselines["log2_vocabulary"], color="black", linestyle=":", label="log2 K"
+    )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("bits per token")
+    axes.set_title("TokenPrior cross-entropy", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
 def save_figure(figure, path):
     """Writes a figure as a PNG, through a temporary file renamed into place
     so that a reader never sees half a picture."""

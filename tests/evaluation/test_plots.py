@@ -36,3 +36,19 @@ def test_saved_figure_and_saved_picture_agree(tmp_path):
         np.testing.assert_array_equal(
             np.asarray(saved.convert("RGB")), np.asarray(rendered.convert("RGB"))
         )
+
+
+def test_prior_curves_are_in_bits_with_both_baselines():
+    history = {"loss": [2.0, 1.5, 1.0], "val_loss": [2.1, 1.7, 1.4]}
+    baselines = {"unigram_cross_entropy": 3.5, "log2_vocabulary": 4.0}
+    figure = plots.prior_curves_figure(history, baselines, "validation")
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    np.testing.assert_allclose(
+        lines["train"].get_ydata(), np.array(history["loss"]) / np.log(2)
+    )
+    np.testing.assert_allclose(
+        lines["validation"].get_ydata(), np.array(history["val_loss"]) / np.log(2)
+    )
+    assert lines["unigram (validation)"].get_ydata()[0] == 3.5
+    assert lines["log2 K"].get_ydata()[0] == 4.0
+    assert figure.axes[0].get_ylabel() == "bits per token"

@@ -2,6 +2,7 @@
 for the same seed, and one-line errors for bad input."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from keras_dvq.models import VQVAE
 from keras_dvq.models import TokenPrior
+from tests.testing import ScriptResult
+from tests.testing import assert_one_line_error
 from tests.testing import load_script
 
 K = 16
@@ -22,11 +25,11 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tiny_tokenizer, tmp_path_factory):
+    # The session's trained tokenizer (16 codes); convolutional, it decodes
+    # the priors' 4x4 grids into 16x16 images.
     root = tmp_path_factory.mktemp("models")
-    tokenizer = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
-    tokenizer.build((None, 16, 16, 3))
-    tokenizer.save(root / "vq.keras")
+    shutil.copy(tiny_tokenizer, root / "vq.keras")
     other = VQVAE.from_flavors(num_embeddings=2 * K, embedding_dim=4, n_hid=8)
     other.build((None, 16, 16, 3))
     other.save(root / "vq32.keras")
@@ -135,9 +138,8 @@ def test_bad_input_is_a_one_line_error(
     script, files, tmp_path, capsys, extra, kwargs, message
 ):
     assert run(script, files, tmp_path / "s", *extra, **kwargs) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("sample.py: error: ") and error.count("\n") == 1
-    assert message in error, error
+    result = ScriptResult(2, "", capsys.readouterr().err)
+    assert_one_line_error(result, "sample", message)
     assert not (tmp_path / "s" / "samples.png").exists()
 
 

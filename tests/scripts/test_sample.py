@@ -13,6 +13,7 @@ from keras_dvq.models import TokenPrior
 from tests.testing import ScriptResult
 from tests.testing import assert_one_line_error
 from tests.testing import load_script
+from tests.testing import run_script
 
 K = 16
 GRID = (4, 4)  # 16x16 images through the DeepMind decoder (stride 4)
@@ -157,3 +158,16 @@ def test_non_positive_settings_exit_2(script, files, tmp_path, capsys, flag, val
         run(script, files, tmp_path / "s", flag, value)
     assert exit_info.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_the_shared_prior_samples_through_the_shared_tokenizer(
+    tiny_prior, tiny_tokenizer, tiny_token_shards, tmp_path
+):
+    # tokenizer -> shards (library writer) -> prior -> samples, end to end.
+    out = tmp_path / "s"
+    flags = ["--prior", tiny_prior, "--tokenizer", tiny_tokenizer, "--out", out]
+    result = run_script("sample", *flags, "--num_images", "2", "--class_id", "1")
+    assert result.code == 0, result.err[-2000:]
+    tokens = np.load(out / "sample_tokens.npy")
+    assert tokens.shape == (2, 8, 8) and tokens.max() < K
+    assert np.load(out / "samples.npy").shape == (2, 32, 32, 3)

@@ -85,3 +85,86 @@ def mixed_bfloat16():
         yield
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+# The shared trained files. Script and export tests need a trained tokenizer,
+# its token shards and a prior; each test file used to train its own. They are
+# made once per session (one session runs one backend), on first request.
+TINY_TOKENIZER = {"embedding_dim": 4, "n_hid": 8}
+TINY_VOCABULARY = 16
+TINY_PRIOR = {"hidden_dim": 16, "num_layers": 1, "num_heads": 2}
+
+
+@pytest.fixture(scope="session")
+def sample_validation_images():
+    """uint8 (4250, 32, 32, 3): the `sample` validation split, in order."""
+    from keras_dvq.data.sample import load_sample_patches
+
+    return load_sample_patches("validation")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_factory(sample_validation_images, tmp_path_factory):
+    """`make(num_embeddings=16)`: the path of a `model.keras` (a DeepMind
+    VQVAE with 4-d codes, `n_hid=8`) fitted for 8 steps of 64 `sample`
+    patches; one file per vocabulary size and session."""
+    from keras_dvq.models import VQVAE
+
+    paths = {}
+
+    def make(num_embeddings=TINY_VOCABULARY):
+        if num_embeddings not in paths:
+            keras.utils.set_random_seed(SEED)
+            model = VQVAE.from_flavors(num_embeddings=num_embeddings, **TINY_TOKENIZER)
+            model.compile()
+            model.fit(sample_validation_images[:512], batch_size=64, verbose=0)
+            folder = tmp_path_factory.mktemp(f"tokenizer-{num_embeddings}")
+            model.save(folder / "model.keras")
+            paths[num_embeddings] = folder / "model.keras"
+        return paths[num_embeddings]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_factory):
+    """The path of the session's trained `.keras` tokenizer (16 codes,
+    32x32 images -> 8x8 token grids)."""
+    return tiny_tokenizer_factory()
+
+
+@pytest.fixture(scope="session")
+def tiny_token_shards(tiny_tokenizer, tmp_path_factory):
+    """npy shards of the `sample` validation split through `tiny_tokenizer`,
+    written by the library (`tokenize_dataset`, 1000 images a shard: 5
+    shards, the sample photographs as labels)."""
+    from keras_dvq.data.tokenize import tokenize_dataset
+
+    out = tmp_path_factory.mktemp("shards") / "sample-validation"
+    tokenize_dataset(
+        out, "sample", "validation", model=tiny_tokenizer, shard_size=1000, verbose=0
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tiny_token_shards, tmp_path_factory):
+    """The path of a class-conditional `prior.keras` fitted for 8 steps on
+    `tiny_token_shards` (vocabulary 16, 8x8 grids)."""
+    from keras_dvq.data.token_shards import load_token_shards
+    from keras_dvq.models import TokenPrior
+
+    shards = load_token_shards(str(tiny_token_shards))
+    keras.utils.set_random_seed(SEED)
+    prior = TokenPrior(
+        shards.vocabulary_size,
+        shards.token_shape,
+        num_classes=shards.num_classes,
+        **TINY_PRIOR,
+    )
+    prior.compile()
+    inputs = {"tokens": shards.tokens[:512], "class_ids": shards.labels[:512]}
+    prior.fit(inputs, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("prior") / "prior.keras"
+    prior.save(path)
+    return path

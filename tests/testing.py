@@ -4,10 +4,20 @@
 config round-trip, eager and symbolic calls with the expected shapes, one
 `fit` step and a `.keras` save/load with identical outputs. `gradients`
 differentiates a closure with respect to Keras variables on TensorFlow, JAX
-and PyTorch alike.
+and PyTorch alike. `run_script` / `run_script_process` run a script's
+`main` in this process or a fresh one, and `assert_one_line_error` checks a
+bad-input exit. The shared trained files (tokenizer, shards, prior) are
+session fixtures in conftest.py.
 """
 
+import contextlib
+import dataclasses
+import functools
 import importlib.util
+import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -239,3 +249,56 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def _script_module(name):
+    return load_script(name)
+
+
+@dataclasses.dataclass
+class ScriptResult:
+    """What a script run gave: its exit status and its captured output."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_script(name, *argv):
+    """`scripts/<name>.py`'s `main(argv)` in this process (on the current
+    backend), with stdout and stderr captured; argparse's exits give their
+    code. The module is loaded once per session."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = _script_module(name).main([str(arg) for arg in argv])
+        except SystemExit as exit_info:
+            code = exit_info.code
+    return ScriptResult(code, out.getvalue(), err.getvalue())
+
+
+def run_script_process(name, *argv, timeout=300, **env):
+    """`python scripts/<name>.py ARGV` in a fresh process (the backend of
+    this session unless `env` says otherwise)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env),
+        timeout=timeout,
+    )
+    return ScriptResult(result.returncode, result.stdout, result.stderr)
+
+
+def assert_one_line_error(result, script, *words):
+    """A bad-input exit: status 2 and one stderr line `<script>.py: error: ...`
+    containing every one of `words`; returns that line."""
+    lines = result.err.strip().splitlines()
+    assert result.code == 2, (result.code, result.err[-2000:])
+    assert len(lines) == 1, result.err[-2000:]
+    assert lines[0].startswith(f"{script}.py: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]

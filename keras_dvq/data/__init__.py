@@ -4,6 +4,17 @@ the bundled `sample` patches, and token shards."""
 from keras_dvq.data.datasets import class_names
 from keras_dvq.data.datasets import load_dataset
 from keras_dvq.data.sample import load_sample_patches
+from keras_dvq.data.token_shards import TokenShardWriter
 from keras_dvq.data.token_shards import load_token_shards
+from keras_dvq.data.token_shards import write_token_shards
 
-__all__ = ["class_names", "load_dataset", "load_sample_patches", "load_token_shards"]
+# keras_dvq.data.tokenize (a dataset through a tokenizer into shards) is not
+# imported here: it opens tokenizers through keras_dvq.export.
+__all__ = [
+    "TokenShardWriter",
+    "class_names",
+    "load_dataset",
+    "load_sample_patches",
+    "load_token_shards",
+    "write_token_shards",
+]

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from keras_dvq.data.sample import PHOTOGRAPHS
 from keras_dvq.data.sample import load_sample_patches
+from keras_dvq.utils.errors import BadInput
 from keras_dvq.utils.validation import check_choice
 from keras_dvq.utils.validation import check_positive_int
 
@@ -65,9 +66,11 @@ def load_dataset(
             `None`.
 
     Raises:
-        ValueError: for an unknown split or bad sizes, a folder without
-            readable images, or tfds data that is missing and cannot be
-            downloaded (the message says where it looked and what to do).
+        ValueError: for an unknown split or bad sizes.
+        BadInput: for a folder without readable images, a name neither
+            `sample`, a folder nor a tensorflow-datasets dataset, or tfds data
+            that cannot be built, is missing and cannot be downloaded (the
+            message says which, where it looked and what to do).
     """
     check_choice("split", split, ("train", "validation"))
     check_positive_int("batch_size", batch_size)
@@ -78,9 +81,10 @@ def load_dataset(
     drop_remainder = training if drop_remainder is None else drop_remainder
 
     if labels and class_names(name, data_dir) is None:
-        raise ValueError(
-            f"Dataset {name!r} has no class labels (labels=True needs 'sample' "
-            "or a tensorflow-datasets dataset with a 'label' class feature)."
+        raise BadInput(
+            f"--dataset {name}: has no class labels; labels=True expects "
+            "'sample' or a tensorflow-datasets dataset with a 'label' class "
+            "feature."
         )
     if name == "sample":
         if labels:
@@ -121,17 +125,20 @@ def class_names(name, data_dir=None):
     """The class names of a dataset in id order, or `None` where its images
     carry no labels: `sample` has one class per photograph; a
     tensorflow-datasets dataset has the names of its `"label"` feature.
-    Folders have none yet."""
+    Folders have none yet.
+
+    Raises:
+        BadInput: for a name tensorflow-datasets does not know, or a dataset
+            it knows but cannot build (`load_dataset` would fail the same
+            way; labels are never dropped silently).
+    """
     if name == "sample":
         return list(PHOTOGRAPHS)
     if name.startswith("folder:"):
         return None
     import tensorflow_datasets as tfds
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception:  # unknown names fail, with their message, when loaded
-        return None
+    builder = _tfds_builder(name, data_dir)
     label = builder.info.features.get("label") if builder.info.features else None
     if isinstance(label, tfds.features.ClassLabel):
         return list(label.names)
@@ -156,7 +163,7 @@ def load_image_folder(path, split="train", image_size=32):
     from PIL import Image
 
     if not os.path.isdir(path):
-        raise ValueError(
+        raise BadInput(
             f"Dataset 'folder:{path}': no such directory. Expected "
             "'folder:PATH' with a directory of jpg/png/bmp/gif images."
         )
@@ -186,7 +193,7 @@ def load_image_folder(path, split="train", image_size=32):
             stacklevel=2,
         )
     if not images:
-        raise ValueError(
+        raise BadInput(
             f"Dataset 'folder:{path}' has no readable {', '.join(IMAGE_EXTENSIONS)} "
             f"images in its {split} split ({len(files)} image files found; every "
             f"{FOLDER_VALIDATION_EVERY}th validates)."
@@ -206,41 +213,90 @@ def _square_rgb(image, size):
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def _load_tfds(name, split, data_dir, labels=False):
+def _tfds_errors():
+    """What tensorflow-datasets raises when a dataset it knows cannot be
+    built or fetched: a missing optional dependency, the network or the file
+    system, a failed or corrupt download. Other exceptions are bugs."""
+    from tensorflow_datasets.core.download import DownloadError
+    from tensorflow_datasets.core.download.download_manager import (
+        NonMatchingChecksumError,
+    )
+
+    return (
+        ImportError,
+        OSError,
+        tf.errors.OpError,
+        DownloadError,
+        NonMatchingChecksumError,
+    )
+
+
+def _first_line(error):
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+
+def _tfds_builder(name, data_dir):
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(
-            f"Unknown dataset {name!r}: not 'sample', not 'folder:PATH', and "
-            "tensorflow-datasets does not know it "
-            f"({str(error).splitlines()[0]})."
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise BadInput(
+            f"--dataset {name}: expected 'sample', 'folder:PATH' or a "
+            f"tensorflow-datasets name; tensorflow-datasets has no {name!r} "
+            f"({_first_line(error)})."
         ) from error
+    except _tfds_errors() as error:
+        raise BadInput(
+            f"--dataset {name}: tensorflow-datasets knows it but cannot build "
+            f"its builder ({_first_line(error)})."
+        ) from error
+
+
+def _prepare(builder, name):
+    """Downloads and prepares the dataset where it is missing, or raises
+    `BadInput` saying why it cannot."""
+    where = f"--dataset {name}: not prepared under {builder.data_dir}"
+    remedy = (
+        "Prepare it on a machine with network access (`tfds build "
+        f"{name}`) and pass its directory with --data_dir (data_dir=...), or "
+        "use the bundled --dataset sample."
+    )
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        raise BadInput(
+            f"{where}, and tensorflow-datasets cannot download it: it needs a "
+            f"manual download (`tfds build {name} --manual_dir DIR`). {remedy}"
+        )
+    offline = _unreachable(TFDS_HOST)
+    if offline:
+        raise BadInput(f"{where} and cannot be downloaded ({offline}). {remedy}")
+    try:
+        builder.download_and_prepare()
+    except _tfds_errors() as error:
+        raise BadInput(
+            f"{where}, and downloading and preparing it failed "
+            f"({_first_line(error)}). {remedy}"
+        ) from error
+
+
+def _load_tfds(name, split, data_dir, labels=False):
+    builder = _tfds_builder(name, data_dir)
     if not builder.is_prepared():
-        offline = _unreachable(TFDS_HOST)
-        if not offline:
-            try:
-                builder.download_and_prepare()
-            except Exception as error:
-                offline = f"the download failed: {error}"
-        if offline:
-            raise ValueError(
-                f"Dataset {name!r} is not prepared under {builder.data_dir} and "
-                f"cannot be downloaded ({offline}). Prepare it on a machine with "
-                "network access (`tfds build " + name + "`) and pass its "
-                "directory with --data_dir (data_dir=...), or use the bundled "
-                "--dataset sample."
-            )
+        _prepare(builder, name)
     tfds_split = "train" if split == "train" else "test"
     if tfds_split not in builder.info.splits:
-        raise ValueError(
-            f"Dataset {name!r} has no {tfds_split!r} split. "
-            f"Available: {sorted(builder.info.splits)}"
+        raise BadInput(
+            f"--dataset {name}: expected a {tfds_split!r} split for --split "
+            f"{split}; it has {sorted(builder.info.splits)}."
+        )
+    if "image" not in builder.info.features:
+        raise BadInput(
+            f"--dataset {name}: expected an 'image' feature; it has "
+            f"{sorted(builder.info.features)}."
         )
     dataset = builder.as_dataset(split=tfds_split, shuffle_files=split == "train")
-    if "image" not in builder.info.features:
-        raise ValueError(f"Dataset {name!r} has no 'image' feature.")
     if labels:
         return dataset.map(
             lambda example: (_rgb_image(example), tf.cast(example["label"], tf.int32)),

@@ -1,14 +1,19 @@
 """tf.data pipelines: TensorFlow is a hard dependency, so these run under every
 Keras backend (the pipelines feed `fit` on all of them)."""
 
+import types
+
 import numpy as np
 import pytest
+from tensorflow_datasets.core import download as tfds_download
 
 from keras_dvq.data import datasets as data_module
+from keras_dvq.data.datasets import class_names
 from keras_dvq.data.datasets import count_images
 from keras_dvq.data.datasets import load_dataset
 from keras_dvq.data.datasets import load_image_folder
 from keras_dvq.data.sample import load_sample_patches
+from keras_dvq.utils.errors import BadInput
 from tests.testing import image_folder
 
 
@@ -103,16 +108,16 @@ def test_image_folder_reads_converts_and_splits(tmp_path, rng):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(ValueError, match="no such directory"):
+    with pytest.raises(BadInput, match="no such directory"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no readable"):
+    with pytest.raises(BadInput, match="no readable"):
         load_dataset(f"folder:{tmp_path / 'empty'}")
 
 
 def test_missing_tfds_data_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "_unreachable", lambda host: f"{host}: offline")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(BadInput) as error:
         load_dataset("cifar10", data_dir=str(tmp_path))
     message = str(error.value)
     assert str(tmp_path / "cifar10") in message
@@ -121,8 +126,114 @@ def test_missing_tfds_data_says_where_it_looked_and_what_to_do(tmp_path, monkeyp
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
-        load_dataset("no_such_dataset")
+    message = "--dataset no_such_dataset: expected 'sample', 'folder:PATH' or a"
+    for load in (load_dataset, class_names):
+        with pytest.raises(BadInput, match=message) as error:
+            load("no_such_dataset")
+        assert "tensorflow-datasets has no 'no_such_dataset'" in str(error.value)
+
+
+class FakeBuilder:
+    """A tfds builder of a labelled image dataset that is not prepared."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = None
+
+    def __init__(self, data_dir, failure=None):
+        import tensorflow_datasets as tfds
+
+        self.data_dir = f"{data_dir}/fake/1.0.0"
+        self.failure = failure
+        self.info = types.SimpleNamespace(
+            features={"image": None, "label": tfds.features.ClassLabel(names=["x"])},
+            splits={"train": None, "test": None},
+        )
+
+    def is_prepared(self):
+        return False
+
+    def download_and_prepare(self):
+        raise self.failure
+
+
+def fake_tfds(monkeypatch, builder=None, error=None):
+    """tfds.builder returns `builder` or raises `error`; the network is up."""
+    import tensorflow_datasets as tfds
+
+    def make(name, data_dir=None):
+        if error is not None:
+            raise error
+        return builder
+
+    monkeypatch.setattr(tfds, "builder", make)
+    monkeypatch.setattr(data_module, "_unreachable", lambda host: None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("Network is unreachable"),
+        ImportError("No module named 'apache_beam'"),
+    ],
+    ids=["network", "missing_dependency"],
+)
+def test_a_builder_that_fails_is_not_an_unknown_dataset(monkeypatch, error):
+    # Also for labels: class_names used to answer None ("no labels") and the
+    # tokens were written without them.
+    fake_tfds(monkeypatch, error=error)
+    for load in (load_dataset, class_names):
+        with pytest.raises(BadInput) as raised:
+            load("fake")
+        message = str(raised.value)
+        assert message.startswith("--dataset fake: tensorflow-datasets knows it")
+        assert type(error).__name__ in message and str(error) in message
+        assert "Unknown" not in message and raised.value.__cause__ is error
+
+
+def test_a_builder_bug_keeps_its_traceback(monkeypatch):
+    fake_tfds(monkeypatch, error=KeyError("features"))
+    for load in (load_dataset, class_names):
+        with pytest.raises(KeyError, match="features"):
+            load("fake")
+
+
+@pytest.mark.parametrize(
+    "failure, words",
+    [
+        (OSError("No space left on device"), ["OSError: No space left on device"]),
+        (
+            tfds_download.DownloadError("HTTP 503"),
+            ["downloading and preparing it failed", "DownloadError: HTTP 503"],
+        ),
+    ],
+    ids=["disk_full", "download"],
+)
+def test_a_failed_download_says_so(monkeypatch, tmp_path, failure, words):
+    fake_tfds(monkeypatch, FakeBuilder(tmp_path, failure))
+    with pytest.raises(BadInput) as raised:
+        load_dataset("fake", data_dir=str(tmp_path))
+    message = str(raised.value)
+    assert message.startswith(f"--dataset fake: not prepared under {tmp_path}")
+    assert all(word in message for word in words), message
+    assert "--data_dir" in message and "--dataset sample" in message
+
+
+def test_a_failed_preparation_bug_keeps_its_traceback(monkeypatch, tmp_path):
+    fake_tfds(monkeypatch, FakeBuilder(tmp_path, TypeError("a tfds bug")))
+    with pytest.raises(TypeError, match="a tfds bug"):
+        load_dataset("fake", data_dir=str(tmp_path))
+
+
+def test_a_manual_download_is_not_attempted(monkeypatch, tmp_path):
+    builder = FakeBuilder(tmp_path, AssertionError("must not download"))
+    builder.MANUAL_DOWNLOAD_INSTRUCTIONS = "Download it from example.org."
+    fake_tfds(monkeypatch, builder)
+    with pytest.raises(BadInput, match="it needs a manual download"):
+        load_dataset("fake", data_dir=str(tmp_path))
+
+
+def test_a_labelled_tfds_dataset_has_its_class_names(monkeypatch, tmp_path):
+    fake_tfds(monkeypatch, FakeBuilder(tmp_path))
+    assert class_names("fake") == ["x"]
 
 
 def test_count_images_of_batched_datasets(tmp_path):

@@ -11,18 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dvq.data.datasets import load_dataset
 from keras_dvq.export.saved_model import export_tokenizer
 from keras_dvq.export.saved_model import read_tokenizer_info
 from keras_dvq.models import VQVAE
 from tests.testing import assert_same_tokens
-from tests.testing import image_folder
 from tests.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_CLIENT = ROOT / "tests" / "export" / "serving_client.py"
 EXPORT_SCRIPT = ROOT / "scripts" / "export_tokenizer.py"
-TINY = ["--n_hid", "8", "--num_embeddings", "16", "--embedding_dim", "4"]
 K = 16
 
 
@@ -37,16 +34,10 @@ def run(*command):
 
 
 @pytest.fixture(scope="module")
-def trained_path(tmp_path_factory):
-    """model.keras written by scripts/train.py on this backend (4 steps on a
-    folder of 36 training images: k-means codes; `sample` added a minute of
-    validation)."""
-    dataset = image_folder(tmp_path_factory.mktemp("data") / "images")
-    out = tmp_path_factory.mktemp("run")
-    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "4",
-            "--batch_size", "8", *TINY]  # fmt: skip
-    assert load_script("train").main(argv) == 0
-    return out / "model.keras"
+def trained_path(tiny_tokenizer):
+    """The session's trained tokenizer (tests/conftest.py: 16 codes of 4
+    dimensions, n_hid 8, fitted on this backend)."""
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +46,8 @@ def model(trained_path):
 
 
 @pytest.fixture(scope="module")
-def images():
-    batches = load_dataset("sample", "validation", batch_size=64, shuffle=False)
-    return np.concatenate(list(batches.take(1)))  # uint8 (64, 32, 32, 3)
+def images(sample_validation_images):
+    return sample_validation_images[:64]  # uint8 (64, 32, 32, 3)
 
 
 @pytest.fixture(scope="module")

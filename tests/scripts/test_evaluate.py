@@ -1,6 +1,7 @@
 """scripts/evaluate.py: the yardstick's table, JSON and pictures, and bad input."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -21,9 +22,8 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def sample_images():
-    batches = load_dataset("sample", "validation", batch_size=500, shuffle=False)
-    return np.concatenate(list(batches.take(2)))  # 1,000 patches
+def sample_images(sample_validation_images):
+    return sample_validation_images[:1000]
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +41,16 @@ def validation_images(dataset):
     return np.concatenate(list(load_dataset(dataset, "validation", shuffle=False)))
 
 
-def train_small(images, num_embeddings, seed):
-    keras.utils.set_random_seed(seed)
-    model = VQVAE.from_flavors(num_embeddings=num_embeddings, embedding_dim=4, n_hid=8)
-    model.compile()
-    model.fit(images[:512], batch_size=64, epochs=1, verbose=0)  # 8 steps
-    return model
-
-
 @pytest.fixture(scope="module")
-def model_paths(sample_images, tmp_path_factory):
+def model_paths(tiny_tokenizer_factory, tmp_path_factory):
+    """The session's trained tokenizers of 16 and 32 codes, as small/ and
+    large/ (the labels name the folders)."""
     folder = tmp_path_factory.mktemp("models")
     paths = []
-    for name, num_embeddings in (("small", 8), ("large", 32)):
+    for name, num_embeddings in (("small", 16), ("large", 32)):
         path = folder / name / "model.keras"
         path.parent.mkdir()
-        train_small(sample_images, num_embeddings, seed=1).save(path)
+        shutil.copy(tiny_tokenizer_factory(num_embeddings), path)
         paths.append(path)
     return paths
 
@@ -109,7 +103,7 @@ def test_json_rows_agree_with_an_independent_computation(
         )
         assert row["recon_loss"] == pytest.approx(logs["recon_loss"], rel=1e-4)
         assert row["images_per_second"] > 0
-    assert rows[0]["vocabulary_size"] == 8 and rows[1]["vocabulary_size"] == 32
+    assert rows[0]["vocabulary_size"] == 16 and rows[1]["vocabulary_size"] == 32
 
 
 def test_pictures_are_written(evaluated):
@@ -135,7 +129,7 @@ def test_table_is_printed_and_progress_can_be_silenced(
     assert "8/8" in printed  # the progress line of a non-terminal
     header, row = printed.splitlines()[-2:]
     assert "PSNR dB" in header and "bits/image" in header
-    assert row.split()[0].endswith("small/model") and " / 8 " in row
+    assert row.split()[0].endswith("small/model") and " / 16 " in row
     assert script.main([str(model_paths[0]), "--dataset", dataset, "--quiet"]) == 0
     assert "8/8" not in capsys.readouterr().out
 

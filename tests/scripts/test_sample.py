@@ -2,6 +2,7 @@
 for the same seed, and one-line errors for bad input."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -9,7 +10,10 @@ import pytest
 
 from keras_dvq.models import VQVAE
 from keras_dvq.models import TokenPrior
+from tests.testing import ScriptResult
+from tests.testing import assert_one_line_error
 from tests.testing import load_script
+from tests.testing import run_script
 
 K = 16
 GRID = (4, 4)  # 16x16 images through the DeepMind decoder (stride 4)
@@ -22,11 +26,11 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tiny_tokenizer, tmp_path_factory):
+    # The session's trained tokenizer (16 codes); convolutional, it decodes
+    # the priors' 4x4 grids into 16x16 images.
     root = tmp_path_factory.mktemp("models")
-    tokenizer = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
-    tokenizer.build((None, 16, 16, 3))
-    tokenizer.save(root / "vq.keras")
+    shutil.copy(tiny_tokenizer, root / "vq.keras")
     other = VQVAE.from_flavors(num_embeddings=2 * K, embedding_dim=4, n_hid=8)
     other.build((None, 16, 16, 3))
     other.save(root / "vq32.keras")
@@ -135,9 +139,8 @@ def test_bad_input_is_a_one_line_error(
     script, files, tmp_path, capsys, extra, kwargs, message
 ):
     assert run(script, files, tmp_path / "s", *extra, **kwargs) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("sample.py: error: ") and error.count("\n") == 1
-    assert message in error, error
+    result = ScriptResult(2, "", capsys.readouterr().err)
+    assert_one_line_error(result, "sample", message)
     assert not (tmp_path / "s" / "samples.png").exists()
 
 
@@ -155,3 +158,16 @@ def test_non_positive_settings_exit_2(script, files, tmp_path, capsys, flag, val
         run(script, files, tmp_path / "s", flag, value)
     assert exit_info.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_the_shared_prior_samples_through_the_shared_tokenizer(
+    tiny_prior, tiny_tokenizer, tiny_token_shards, tmp_path
+):
+    # tokenizer -> shards (library writer) -> prior -> samples, end to end.
+    out = tmp_path / "s"
+    flags = ["--prior", tiny_prior, "--tokenizer", tiny_tokenizer, "--out", out]
+    result = run_script("sample", *flags, "--num_images", "2", "--class_id", "1")
+    assert result.code == 0, result.err[-2000:]
+    tokens = np.load(out / "sample_tokens.npy")
+    assert tokens.shape == (2, 8, 8) and tokens.max() < K
+    assert np.load(out / "samples.npy").shape == (2, 32, 32, 3)

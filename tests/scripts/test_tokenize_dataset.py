@@ -3,13 +3,14 @@
 import json
 import math
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_dvq.data.datasets import load_dataset
+from keras_dvq.data import token_shards
 from keras_dvq.data.sample import PHOTOGRAPHS
 from keras_dvq.data.sample import load_sample_patches
 from keras_dvq.data.token_shards import load_token_shards
@@ -17,9 +18,11 @@ from keras_dvq.export.saved_model import export_tokenizer
 from keras_dvq.models import VQVAE
 from keras_dvq.training.run_directory import RunLock
 from keras_dvq.utils import atomic
+from tests.testing import assert_one_line_error
 from tests.testing import assert_same_tokens
 from tests.testing import image_folder
 from tests.testing import load_script
+from tests.testing import run_script
 
 K = 16
 SHARD = 1000  # the sample validation split (4,250 images) makes 5 shards
@@ -31,19 +34,13 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def validation_images():
-    batches = load_dataset("sample", "validation", batch_size=500, shuffle=False)
-    return np.concatenate(list(batches))
+def validation_images(sample_validation_images):
+    return sample_validation_images
 
 
 @pytest.fixture(scope="module")
-def model_path(validation_images, tmp_path_factory):
-    model = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
-    model.compile()
-    model.fit(validation_images[:512], batch_size=64, epochs=1, verbose=0)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    model.save(path)
-    return path
+def model_path(tiny_tokenizer):
+    return tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +84,11 @@ def read_tfrecord_shards(out):
 
 
 def test_npy_shards_hold_the_models_tokens(
-    script, model_path, expected_tokens, validation_labels, tmp_path
+    tiny_token_shards, model_path, expected_tokens, validation_labels
 ):
-    out = tmp_path / "tokens"
-    assert script.main(argv(out, "--model", model_path)) == 0
+    # The shared shards: tokenize_dataset(..., shard_size=1000) as the script
+    # calls it (the script's own runs are below).
+    out = tiny_token_shards
     metadata, tokens = read_npy_shards(out)
     assert tokens.dtype == np.uint16
     np.testing.assert_array_equal(tokens, expected_tokens)
@@ -137,7 +135,7 @@ def test_interrupted_run_resumes_from_its_last_shard(
     script, model_path, expected_tokens, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "tokens"
-    write_shard = script.write_shard
+    write_shard = token_shards.write_shard_file
     written = []
 
     def crash_on_third_shard(path, tokens, file_format, labels=None):
@@ -146,14 +144,14 @@ def test_interrupted_run_resumes_from_its_last_shard(
         write_shard(path, tokens, file_format, labels)
         written.append(path)
 
-    monkeypatch.setattr(script, "write_shard", crash_on_third_shard)
+    monkeypatch.setattr(token_shards, "write_shard_file", crash_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         script.main(argv(out, "--model", model_path))
     metadata, _ = read_npy_shards(out)
     assert metadata["num_images"] == 2000 and metadata["complete"] is False
     first_shards = {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out)}
 
-    monkeypatch.setattr(script, "write_shard", write_shard)
+    monkeypatch.setattr(token_shards, "write_shard_file", write_shard)
     assert script.main(argv(out, "--model", model_path)) == 0
     assert "continuing after 2 shard(s)" in capsys.readouterr().out
     for name in ("tokens-00000.npy", "tokens-00001.npy"):
@@ -166,68 +164,84 @@ def test_interrupted_run_resumes_from_its_last_shard(
     assert "already complete (4250 images)" in capsys.readouterr().out
 
 
-def test_other_settings_never_overwrite_earlier_tokens(
-    script, model_path, tmp_path, capsys
-):
+def test_other_settings_never_overwrite_earlier_tokens(tiny_token_shards, tmp_path):
     out = tmp_path / "tokens"
-    assert script.main(argv(out, "--model", model_path)) == 0
+    shutil.copytree(tiny_token_shards, out)  # the same model, dataset and split
     before = (out / "metadata.json").read_text()
-    assert script.main(argv(out, "--model", model_path, "--format", "tfrecord")) == 2
-    error = capsys.readouterr().err
-    assert "holds tokens of another run (different format)" in error
+    flags = argv(out, "--model", source_of(out), "--format", "tfrecord")
+    result = run_script("tokenize_dataset", *flags)
+    assert_one_line_error(
+        result,
+        "tokenize_dataset",
+        "holds tokens of another run (different dtype, format)",
+    )
     assert (out / "metadata.json").read_text() == before
+
+
+def source_of(out):
+    return json.loads((out / "metadata.json").read_text())["source"]["path"]
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--model", "missing.keras"], "missing.keras: not found"),
+        (["--model", "missing.keras"], "--model missing.keras: not found"),
         (["--model", "corrupt.keras"], "cannot be loaded as a tokenizer"),
         (["--tokenizer", "."], "must be a tokenizer written by export_tokenizer"),
+        (["--model", "."], "--model .: expected a .keras file, got a directory"),
     ],
 )
-def test_bad_sources_are_one_line_errors(
-    script, tmp_path, monkeypatch, capsys, flags, message
-):
+def test_bad_sources_are_one_line_errors(tmp_path, monkeypatch, flags, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
-    assert script.main(argv(tmp_path / "out", *flags)) == 2
-    assert message in capsys.readouterr().err
+    result = run_script("tokenize_dataset", *argv(tmp_path / "out", *flags))
+    assert_one_line_error(result, "tokenize_dataset", message)
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_flags_exit_2(script, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--dataset", "sample", "--out", "x"])  # no source
-    assert exit_info.value.code == 2
-    assert "one of the arguments --model --tokenizer is required" in (
-        capsys.readouterr().err
-    )
+def test_bad_flags_exit_2():
+    result = run_script("tokenize_dataset", "--dataset", "sample", "--out", "x")
+    assert result.code == 2  # argparse: usage, then the error
+    assert "one of the arguments --model --tokenizer is required" in result.err
 
 
-def test_a_second_run_into_the_same_out_is_refused(
-    script, model_path, tmp_path, capsys
-):
+def test_a_second_run_into_the_same_out_is_refused(model_path, tmp_path):
     out = tmp_path / "tokens"
     with RunLock(out):  # as a running tokenize_dataset.py holds it
-        assert script.main(argv(out, "--model", model_path)) == 2
-    error = capsys.readouterr().err.strip()
-    assert error.startswith(f"tokenize_dataset.py: error: {out} is in use by")
+        result = run_script("tokenize_dataset", *argv(out, "--model", model_path))
+    assert_one_line_error(result, "tokenize_dataset", f"--out {out} is in use by")
     assert os.listdir(out) == []
 
 
-def test_diverged_models_are_refused(script, tmp_path, capsys):
+def test_a_dataset_tfds_cannot_build_writes_no_shards(
+    model_path, tmp_path, monkeypatch
+):
+    import tensorflow_datasets as tfds
+
+    def unreachable(name, data_dir=None):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(tfds, "builder", unreachable)
+    flags = ["--model", model_path, "--dataset", "cifar10", "--out", tmp_path / "t"]
+    result = run_script("tokenize_dataset", *flags)
+    assert_one_line_error(
+        result, "tokenize_dataset", "--dataset cifar10: tensorflow-datasets knows it",
+        "OSError: Network is unreachable",
+    )  # fmt: skip
+    assert not (tmp_path / "t" / "metadata.json").exists()
+
+
+def test_diverged_models_are_refused(tmp_path):
     model = VQVAE.from_flavors(num_embeddings=K, embedding_dim=4, n_hid=8)
     model.build((None, 32, 32, 3))
     bias = model.decoder.weights[-1]
     bias.assign(np.full(bias.shape, np.nan, "float32"))
     model.save(tmp_path / "diverged.keras")
-    assert (
-        script.main(argv(tmp_path / "out", "--model", tmp_path / "diverged.keras")) == 2
-    )
-    error = capsys.readouterr().err.strip()
-    assert "diverged.keras: the model's weights are not finite" in error
-    assert "\n" not in error and not (tmp_path / "out").exists()
+    flags = argv(tmp_path / "out", "--model", tmp_path / "diverged.keras")
+    result = run_script("tokenize_dataset", *flags)
+    message = "diverged.keras: the model's weights are not finite"
+    assert_one_line_error(result, "tokenize_dataset", message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_image_of_a_training_split_is_tokenized(script, model_path, tmp_path):

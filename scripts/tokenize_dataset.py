@@ -25,7 +25,7 @@ from its last complete shard when re-run with the same arguments. Shards and
 metadata are written under temporary names and renamed into place (a kill
 never leaves a torn file), and a second run into the same --out while one is
 running is refused (`run.lock`). The work is
-`keras_dvq.data.tokenize.tokenize_dataset`; the shards are written by
+`keras_dvq.export.token_dataset.tokenize_dataset`; the shards are written by
 `keras_dvq.data.token_shards.TokenShardWriter`.
 """
 
@@ -35,7 +35,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_dvq.data.tokenize import tokenize_dataset  # noqa: E402
+from keras_dvq.export.token_dataset import tokenize_dataset  # noqa: E402
 from keras_dvq.utils import cli  # noqa: E402
 
 

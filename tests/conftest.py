@@ -138,7 +138,7 @@ def tiny_token_shards(tiny_tokenizer, tmp_path_factory):
     """npy shards of the `sample` validation split through `tiny_tokenizer`,
     written by the library (`tokenize_dataset`, 1000 images a shard: 5
     shards, the sample photographs as labels)."""
-    from keras_dvq.data.tokenize import tokenize_dataset
+    from keras_dvq.export.token_dataset import tokenize_dataset
 
     out = tmp_path_factory.mktemp("shards") / "sample-validation"
     tokenize_dataset(

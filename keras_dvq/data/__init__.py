@@ -8,8 +8,6 @@ from keras_dvq.data.token_shards import TokenShardWriter
 from keras_dvq.data.token_shards import load_token_shards
 from keras_dvq.data.token_shards import write_token_shards
 
-# keras_dvq.data.tokenize (a dataset through a tokenizer into shards) is not
-# imported here: it opens tokenizers through keras_dvq.export.
 __all__ = [
     "TokenShardWriter",
     "class_names",

@@ -68,7 +68,7 @@ class TokenShardWriter:
     writer opened on a directory with the same `settings` continues after
     its last shard (`num_images` says how many are written); other settings
     are refused rather than overwritten. Hold a lock on `out` (e.g.
-    `keras_dvq.training.run_directory.RunLock`) where processes may race.
+    `keras_dvq.utils.run_directory.RunLock`) where processes may race.
 
     Args:
         out: the shard directory (created if missing).

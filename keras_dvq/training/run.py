@@ -28,10 +28,10 @@ from keras_dvq.callbacks import StopOnDivergence
 from keras_dvq.callbacks import TrainingCurves
 from keras_dvq.models.vqvae import QUANTIZERS
 from keras_dvq.training import builders
-from keras_dvq.training import run_directory
 from keras_dvq.training.config import MAY_CHANGE_ON_RESUME
 from keras_dvq.training.config import SIZED_BY_EMBEDDINGS
 from keras_dvq.training.resumable import fit_resumable
+from keras_dvq.utils import run_directory
 from keras_dvq.utils.atomic import remove_temporaries
 from keras_dvq.utils.divergence import save_finite_model
 from keras_dvq.utils.errors import BadInput

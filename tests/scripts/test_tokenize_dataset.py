@@ -16,8 +16,8 @@ from keras_dvq.data.sample import load_sample_patches
 from keras_dvq.data.token_shards import load_token_shards
 from keras_dvq.export.saved_model import export_tokenizer
 from keras_dvq.models import VQVAE
-from keras_dvq.training.run_directory import RunLock
 from keras_dvq.utils import atomic
+from keras_dvq.utils.run_directory import RunLock
 from tests.testing import assert_one_line_error
 from tests.testing import assert_same_tokens
 from tests.testing import image_folder

@@ -20,8 +20,8 @@ from keras_dvq.data import datasets as data_module
 from keras_dvq.training import flags as train_flags
 from keras_dvq.training import run as train_run
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
-from keras_dvq.training.run_directory import RunLock
 from keras_dvq.utils.divergence import non_finite_variables
+from keras_dvq.utils.run_directory import RunLock
 from tests.callbacks.test_stop_on_divergence import PoisonAtStep
 from tests.testing import image_folder
 from tests.testing import load_script

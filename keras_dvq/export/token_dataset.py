@@ -9,9 +9,8 @@ them, the source model's path and SHA-256 in the metadata. A run holds
 one after its last complete shard. `scripts/tokenize_dataset.py` is its
 command line.
 
-This module sits above the rest of `data/`: it opens tokenizers through
-`keras_dvq.export` and locks `out` with the run directory lock of
-`keras_dvq.training`; nothing in the library imports it.
+It sits in `export/`, above `data/`: a trained tokenizer put to use on a
+dataset, like the SavedModel export beside it.
 """
 
 import contextlib
@@ -26,11 +25,11 @@ from keras_dvq.data.datasets import count_images
 from keras_dvq.data.datasets import load_dataset
 from keras_dvq.data.token_shards import TokenShardWriter
 from keras_dvq.export.tokenizers import load_tokenizer
-from keras_dvq.training.run_directory import DirectoryInUse
-from keras_dvq.training.run_directory import RunLock
 from keras_dvq.utils import atomic
 from keras_dvq.utils.divergence import check_finite_model
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.run_directory import DirectoryInUse
+from keras_dvq.utils.run_directory import RunLock
 from keras_dvq.utils.validation import check_positive_int
 
 
@@ -173,21 +172,12 @@ def _open_tokenizer(model, tokenizer):
             f"--tokenizer {path}: expected an export directory, got a file; pass "
             ".keras files as --model."
         )
-    # Both document their ValueErrors as "this file cannot be used"; they
-    # predate BadInput.
     try:
         opened = load_tokenizer(path)
-    except BadInput:
-        raise
-    except ValueError as error:
+    except BadInput as error:
         raise BadInput(f"{flag} {error}") from error
     if model is not None:  # exports are refused non-finite when written
-        try:
-            check_finite_model(opened.model, f"--model {path}")
-        except BadInput:
-            raise
-        except ValueError as error:
-            raise BadInput(str(error)) from error
+        check_finite_model(opened.model, f"--model {path}")
     return opened
 
 

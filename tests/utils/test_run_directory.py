@@ -1,4 +1,4 @@
-"""keras_dvq.training.run_directory: one run per directory, resumes with one config."""
+"""keras_dvq.utils.run_directory: one run per directory, resumes with one config."""
 
 import json
 import os
@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from keras_dvq.training.run_directory import CONFIG_FILE
-from keras_dvq.training.run_directory import DirectoryInUse
-from keras_dvq.training.run_directory import RunLock
-from keras_dvq.training.run_directory import compare_run_config
-from keras_dvq.training.run_directory import write_run_config
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.run_directory import CONFIG_FILE
+from keras_dvq.utils.run_directory import DirectoryInUse
+from keras_dvq.utils.run_directory import RunLock
+from keras_dvq.utils.run_directory import compare_run_config
+from keras_dvq.utils.run_directory import write_run_config
 
 
 def test_second_lock_is_refused_naming_the_owner(tmp_path):
@@ -31,7 +31,7 @@ def test_second_lock_is_refused_naming_the_owner(tmp_path):
 def test_lock_held_by_another_process_is_refused(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from keras_dvq.training.run_directory import RunLock; "
+         "import sys, time; from keras_dvq.utils.run_directory import RunLock; "
          f"lock = RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
          "time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

@@ -172,7 +172,7 @@ def test_library_errors_become_one_line(train_script, tmp_path, monkeypatch, cap
     argv = ["--dataset", "cifar10", "--data_dir", str(tmp_path), "--out", str(tmp_path)]
     assert train_script.main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("train.py: error: Dataset 'cifar10' is not prepared")
+    assert error.startswith("train.py: error: --dataset cifar10: not prepared under")
     assert "\n" not in error
     assert train_script.main([*argv[:-2], "--out", str(tmp_path), "--resume"]) == 2
     assert "no interrupted run" in capsys.readouterr().err

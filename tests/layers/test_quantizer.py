@@ -17,8 +17,8 @@ from tests.testing import run_layer_test
 
 # (class, arguments, quantized size, token shape, vocabulary size)
 QUANTIZERS = {
-    "vqvae": (VectorQuantizer, {"num_embeddings": 8, "embedding_dim": 4}, 4, (), 8),
-    "vqvae-ema": (
+    "vq": (VectorQuantizer, {"num_embeddings": 8, "embedding_dim": 4}, 4, (), 8),
+    "vq-ema": (
         VectorQuantizer,
         {"num_embeddings": 8, "embedding_dim": 4, "use_ema": True},
         4,

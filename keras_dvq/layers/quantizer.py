@@ -18,7 +18,11 @@ class Quantizer(keras.layers.Layer):
       `latent_dim` numbers the quantization works on (`use_projection=False`
       makes it an identity, for inputs that already have that size);
     - `call(inputs, training)` returns `(quantized, tokens)` and adds the
-      latent loss with `add_loss`, once per call;
+      latent loss with `add_loss`, once per call; with `return_loss=True` it
+      returns `(quantized, tokens, latent_loss)` instead and adds nothing,
+      for a caller that adds the loss itself (`VQVAE`: under `tf.distribute`
+      replicas share the layer's loss list, so reading it back could give
+      another replica's loss);
     - `tokenize(inputs)` returns the tokens only (no loss, no state change);
     - `lookup(tokens)` returns the quantized latents of tokens: at inference,
       `lookup(tokenize(x))` equals `call(x)[0]` up to float rounding;
@@ -112,15 +116,15 @@ class Quantizer(keras.layers.Layer):
             )
         self.projection.build(input_shape)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, return_loss=False):
         quantized, tokens, latent_loss = self.quantize_latents(
             self.project(inputs, training=training), training=training
         )
-        # Added last: under tf.distribute the state updates in `quantize_latents`
-        # sync the replicas, which take turns in threads sharing this layer's
-        # loss list; `VQVAE.call` reads the entry right after.
+        quantized = ops.cast(quantized, self.compute_dtype)
+        if return_loss:
+            return quantized, tokens, latent_loss
         self.add_loss(latent_loss)
-        return ops.cast(quantized, self.compute_dtype), tokens
+        return quantized, tokens
 
     def project(self, inputs, training=False):
         """Returns the float32 latents that the quantization works on."""
@@ -168,13 +172,16 @@ class Quantizer(keras.layers.Layer):
         positions = tuple(input_shape[:-1])
         return positions + (self.quantized_dim,), positions + tuple(self.token_shape)
 
-    def compute_output_spec(self, inputs, training=False):
+    def compute_output_spec(self, inputs, training=False, return_loss=False):
         # `add_loss` in `call` would otherwise run on symbolic tensors.
         quantized_shape, token_shape = self.compute_output_shape(inputs.shape)
-        return (
+        specs = (
             keras.KerasTensor(quantized_shape, dtype=self.compute_dtype),
             keras.KerasTensor(token_shape, dtype="int32"),
         )
+        if return_loss:
+            return specs + (keras.KerasTensor((), dtype="float32"),)
+        return specs
 
     def get_config(self):
         config = super().get_config()

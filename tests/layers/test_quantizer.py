@@ -118,6 +118,22 @@ def test_each_call_adds_one_latent_loss(name, rng):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_return_loss_hands_back_the_loss_instead_of_adding_it(name, rng):
+    quantizer = make(name)
+    inputs = features(rng)
+    quantized, tokens = quantizer(inputs, training=False)
+    (added,) = quantizer.losses
+    returned = quantizer(inputs, training=False, return_loss=True)
+    assert len(returned) == 3
+    assert not quantizer.losses
+    for expected, value in zip((quantized, tokens, added), returned, strict=True):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(value), ops.convert_to_numpy(expected)
+        )
+    assert tuple(returned[2].shape) == ()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_mixed_precision_quantizes_in_float32(name, mixed_bfloat16, rng):
     mixed = make(name)
     reference = make(name, dtype="float32")

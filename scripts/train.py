@@ -70,7 +70,12 @@ def make_parser():
     )
     add = parser.add_argument
     # The original repo's flags.
-    add("--vq_flavor", choices=list(QUANTIZERS), default="vqvae")
+    add(
+        "--vq_flavor",
+        choices=QUANTIZERS.choices,
+        type=QUANTIZERS.flag_type,
+        default="vq",
+    )
     flags.add_model_flags(parser)
     add(
         "--gpus",
@@ -100,7 +105,7 @@ def make_parser():
     add(
         "--no_kmeans_init",
         action="store_true",
-        help="skip the k-means codebook initialization (vqvae, rvq)",
+        help="skip the k-means codebook initialization (vq, rvq)",
     )
     add(
         "--mixed_precision",
@@ -167,13 +172,13 @@ def make_parser():
 
 # The flags of one quantizer flavor each, with the argument they set.
 FLAVOR_FLAGS = {
-    "vqvae": ("use_cosine_sim", "rotation_trick"),
+    "vq": ("use_cosine_sim", "rotation_trick"),
     "fsq": ("levels",),
     "lfq": ("codebook_bits", "entropy_loss_weight"),
     "rvq": ("num_quantizers", "quantizer_dropout"),
 }
 # The flavors whose quantizers size codes by --num_embeddings/--embedding_dim.
-SIZED_BY_EMBEDDINGS = ("vqvae", "gumbel", "rvq")
+SIZED_BY_EMBEDDINGS = ("vq", "gumbel", "rvq")
 
 
 def levels_list(text):
@@ -191,7 +196,7 @@ def levels_list(text):
 def add_quantizer_flags(parser, unset):
     """The flags of the vqvae, fsq, lfq and rvq flavors (docs/quantizers.md);
     unset ones keep the quantizer's defaults."""
-    vqvae = parser.add_argument_group("vqvae flavor")
+    vqvae = parser.add_argument_group("vq flavor")
     for name, help_text in (
         ("use_cosine_sim", "match l2-normalized vectors and codes"),
         ("rotation_trick", "gradients through the rotation trick"),

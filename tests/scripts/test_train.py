@@ -250,7 +250,7 @@ def test_shipped_dalle_recipe_is_the_measured_one(train_script, tmp_path):
     dalle = SCRIPT.parents[1] / "recipes" / "dalle.json"
     args = train_script.parse_args(["--hparams", str(dalle), "--out", str(tmp_path)])
     model_flags = (args.vq_flavor, args.enc_dec_flavor, args.loss_flavor)
-    assert model_flags == ("gumbel", "openai", "logit_laplace")
+    assert model_flags == ("gumbel", "dalle", "logit_laplace")
     changed = {"learning_rate": 1e-3, "diversity_weight": 3.0, "balance_rate": 1e-2}
     assert train_script.recipe_hparams(args) == {**GUMBEL_DEFAULTS, **changed}
 

@@ -10,13 +10,13 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # The DALL-E dVAE as its recipe trains it: Gumbel quantizer, logit-Laplace loss.
 MODELS = {
     "deepmind": {
-        "vq_flavor": "vqvae",
+        "vq_flavor": "vq",
         "enc_dec_flavor": "deepmind",
         "loss_flavor": "l2",
     },
     "dalle": {
         "vq_flavor": "gumbel",
-        "enc_dec_flavor": "openai",
+        "enc_dec_flavor": "dalle",
         "loss_flavor": "logit_laplace",
     },
 }

@@ -90,6 +90,7 @@ class FiniteScalarQuantizer(Quantizer):
         levels = _check_levels(levels)
         super().__init__(
             latent_dim=len(levels),
+            vocabulary_size=math.prod(levels),
             use_projection=use_projection,
             seed=seed,
             **kwargs,
@@ -109,8 +110,6 @@ class FiniteScalarQuantizer(Quantizer):
                 dtype="float32",
                 name="normalization",
             )
-        self.vocabulary_size = math.prod(levels)
-        self.quantized_dim = len(levels)
         levels_array = np.array(levels, dtype="float32")
         self._half_l = (levels_array - 1.0) * (1.0 + BOUND_EPSILON) / 2.0
         self._offset = np.where(np.array(levels) % 2 == 0, 0.5, 0.0).astype("float32")

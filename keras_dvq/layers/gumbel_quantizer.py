@@ -5,12 +5,13 @@ from keras import ops
 
 from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import check_codebook_size
 from keras_dvq.layers.quantizer import first_maximum
+from keras_dvq.layers.quantizer import get_codebook_initializer
 from keras_dvq.ops.code_statistics import code_counts
 from keras_dvq.ops.code_statistics import entropy
 from keras_dvq.utils.validation import check_non_negative
 from keras_dvq.utils.validation import check_positive
-from keras_dvq.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -125,18 +126,20 @@ class GumbelQuantizer(Quantizer):
         seed=None,
         **kwargs,
     ):
-        num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        num_embeddings, embedding_dim = check_codebook_size(
+            num_embeddings, embedding_dim
+        )
         # Logits stay float32: a bfloat16 softmax over K codes is too coarse.
         super().__init__(
             latent_dim=num_embeddings,
+            vocabulary_size=num_embeddings,
+            quantized_dim=embedding_dim,
             projection_dtype="float32",
             seed=seed,
             **kwargs,
         )
         self.num_embeddings = num_embeddings
-        self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        self.vocabulary_size = num_embeddings
-        self.quantized_dim = self.embedding_dim
+        self.embedding_dim = embedding_dim
         self.initial_temperature = check_positive("temperature", temperature)
         self.initial_kl_weight = check_non_negative("kl_weight", kl_weight)
         self.initial_diversity_weight = check_non_negative(
@@ -144,9 +147,7 @@ class GumbelQuantizer(Quantizer):
         )
         self.balance_rate = check_non_negative("balance_rate", balance_rate)
         self.straight_through = bool(straight_through)
-        self.codebook_initializer = keras.initializers.get(
-            codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
-        )
+        self.codebook_initializer = get_codebook_initializer(codebook_initializer)
         # Created here, not in build(): callbacks set them before the first
         # step, which is when some trainers build the model.
         self.temperature = self._scalar("temperature", self.initial_temperature)

@@ -69,7 +69,7 @@ class LookupFreeQuantizer(Quantizer):
     quantizer = LookupFreeQuantizer(codebook_bits=10)
     features = keras.random.normal((2, 8, 8, 32))
     quantized, tokens = quantizer(features, training=True)  # (2, 8, 8, 10), (2, 8, 8)
-    latent_loss = quantizer.losses[-1]  # entropy and commitment terms
+    latent_loss = quantizer.losses[0]  # entropy and commitment terms
     ```
 
     Reference:
@@ -100,6 +100,7 @@ class LookupFreeQuantizer(Quantizer):
         codebook_bits = int(codebook_bits)
         super().__init__(
             latent_dim=codebook_bits,
+            vocabulary_size=2**codebook_bits,
             use_projection=use_projection,
             seed=seed,
             **kwargs,
@@ -113,8 +114,6 @@ class LookupFreeQuantizer(Quantizer):
         self.inverse_temperature = check_positive(
             "inverse_temperature", inverse_temperature
         )
-        self.vocabulary_size = 2**codebook_bits
-        self.quantized_dim = codebook_bits
         self._bit_values = 2 ** np.arange(codebook_bits, dtype="int32")
 
     def quantize_latents(self, latents, training=False):

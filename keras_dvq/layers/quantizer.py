@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_dvq.utils.validation import check_positive_int
+
 
 class Quantizer(keras.layers.Layer):
     """Base class of the quantizers: what `VQVAE`, the export, token shards,
@@ -16,14 +18,19 @@ class Quantizer(keras.layers.Layer):
       `latent_dim` numbers the quantization works on (`use_projection=False`
       makes it an identity, for inputs that already have that size);
     - `call(inputs, training)` returns `(quantized, tokens)` and adds the
-      latent loss with `add_loss`, once per call;
+      latent loss with `add_loss`, once per call; with `return_loss=True` it
+      returns `(quantized, tokens, latent_loss)` instead and adds nothing,
+      for a caller that adds the loss itself (`VQVAE`: under `tf.distribute`
+      replicas share the layer's loss list, so reading it back could give
+      another replica's loss);
     - `tokenize(inputs)` returns the tokens only (no loss, no state change);
     - `lookup(tokens)` returns the quantized latents of tokens: at inference,
       `lookup(tokenize(x))` equals `call(x)[0]` up to float rounding;
     - `project(inputs)` returns the float32 latents before quantization.
 
-    Subclasses set `vocabulary_size`, `quantized_dim` and, for several ids
-    per position, `token_shape` (`()` by default), and implement:
+    Subclasses pass `vocabulary_size` and `quantized_dim` (which defaults to
+    `latent_dim`) to this constructor, set `token_shape` for several ids per
+    position (`()` by default), and implement:
 
     - `quantize_latents(latents, training)` -> `(quantized, tokens, latent_loss)` on
       float32 latents, updating state (moving averages) in training;
@@ -37,6 +44,9 @@ class Quantizer(keras.layers.Layer):
 
     Args:
         latent_dim: int. Output size of the projection.
+        vocabulary_size: int. Number of token ids.
+        quantized_dim: int or `None`. Size of the quantized latents; `None`
+            means `latent_dim`.
         use_projection: bool. Whether `projection` is a `Dense` layer (else an
             identity: inputs must have `latent_dim` features). Defaults to
             `True`.
@@ -50,8 +60,7 @@ class Quantizer(keras.layers.Layer):
     ```python
     class SignQuantizer(Quantizer):  # 2 ** 4 codes: the signs of 4 numbers
         def __init__(self, **kwargs):
-            super().__init__(latent_dim=4, **kwargs)
-            self.vocabulary_size, self.quantized_dim = 16, 4
+            super().__init__(latent_dim=4, vocabulary_size=16, **kwargs)
 
         def quantize_latents(self, latents, training=False):
             signs = ops.where(latents > 0, 1.0, -1.0)
@@ -75,6 +84,8 @@ class Quantizer(keras.layers.Layer):
     def __init__(
         self,
         latent_dim,
+        vocabulary_size=None,
+        quantized_dim=None,
         use_projection=True,
         projection_dtype=None,
         seed=None,
@@ -82,6 +93,8 @@ class Quantizer(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
+        self.vocabulary_size = vocabulary_size
+        self.quantized_dim = latent_dim if quantized_dim is None else quantized_dim
         self.use_projection = bool(use_projection)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -103,15 +116,15 @@ class Quantizer(keras.layers.Layer):
             )
         self.projection.build(input_shape)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, return_loss=False):
         quantized, tokens, latent_loss = self.quantize_latents(
             self.project(inputs, training=training), training=training
         )
-        # Added last: under tf.distribute the state updates in `quantize_latents`
-        # sync the replicas, which take turns in threads sharing this layer's
-        # loss list; `VQVAE.call` reads the entry right after.
+        quantized = ops.cast(quantized, self.compute_dtype)
+        if return_loss:
+            return quantized, tokens, latent_loss
         self.add_loss(latent_loss)
-        return ops.cast(quantized, self.compute_dtype), tokens
+        return quantized, tokens
 
     def project(self, inputs, training=False):
         """Returns the float32 latents that the quantization works on."""
@@ -159,13 +172,16 @@ class Quantizer(keras.layers.Layer):
         positions = tuple(input_shape[:-1])
         return positions + (self.quantized_dim,), positions + tuple(self.token_shape)
 
-    def compute_output_spec(self, inputs, training=False):
+    def compute_output_spec(self, inputs, training=False, return_loss=False):
         # `add_loss` in `call` would otherwise run on symbolic tensors.
         quantized_shape, token_shape = self.compute_output_shape(inputs.shape)
-        return (
+        specs = (
             keras.KerasTensor(quantized_shape, dtype=self.compute_dtype),
             keras.KerasTensor(token_shape, dtype="int32"),
         )
+        if return_loss:
+            return specs + (keras.KerasTensor((), dtype="float32"),)
+        return specs
 
     def get_config(self):
         config = super().get_config()
@@ -173,10 +189,27 @@ class Quantizer(keras.layers.Layer):
         return config
 
 
+def check_codebook_size(num_embeddings, embedding_dim):
+    """The checked `(num_embeddings, embedding_dim)` of a quantizer with
+    `num_embeddings` codes of `embedding_dim` numbers."""
+    return (
+        check_positive_int("num_embeddings", num_embeddings),
+        check_positive_int("embedding_dim", embedding_dim),
+    )
+
+
+def get_codebook_initializer(identifier):
+    """The initializer of a learned codebook; by default a unit normal, as
+    PyTorch's `nn.Embedding`."""
+    return keras.initializers.get(
+        identifier or keras.initializers.RandomNormal(stddev=1.0)
+    )
+
+
 def not_initializable_message(quantizer):
     return (
         "KMeansInit needs a quantizer with a nearest-neighbour codebook (a "
-        "VectorQuantizer or ResidualVectorQuantizer: vq_flavor 'vqvae' or "
+        "VectorQuantizer or ResidualVectorQuantizer: vq_flavor 'vq' or "
         f"'rvq'). Received: quantizer of type {type(quantizer).__name__}"
     )
 

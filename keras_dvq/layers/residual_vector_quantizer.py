@@ -3,6 +3,7 @@ import numpy as np
 from keras import ops
 
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import check_codebook_size
 from keras_dvq.layers.vector_quantizer import VectorQuantizer
 from keras_dvq.utils.validation import check_positive_int
 
@@ -88,15 +89,19 @@ class ResidualVectorQuantizer(Quantizer):
         seed=None,
         **kwargs,
     ):
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        num_quantizers = check_positive_int("num_quantizers", num_quantizers)
+        num_embeddings, embedding_dim = check_codebook_size(
+            num_embeddings, embedding_dim
+        )
         super().__init__(
             latent_dim=embedding_dim,
+            vocabulary_size=num_embeddings,
             use_projection=use_projection,
             seed=seed,
             **kwargs,
         )
-        self.num_quantizers = check_positive_int("num_quantizers", num_quantizers)
-        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.num_quantizers = num_quantizers
+        self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         if not 0.0 <= quantizer_dropout < 1.0:
             raise ValueError(
@@ -104,8 +109,6 @@ class ResidualVectorQuantizer(Quantizer):
                 f"quantizer_dropout={quantizer_dropout!r}"
             )
         self.quantizer_dropout = float(quantizer_dropout)
-        self.vocabulary_size = self.num_embeddings
-        self.quantized_dim = embedding_dim
         self.token_shape = (self.num_quantizers,)
         self.stage_options = {
             "num_embeddings": self.num_embeddings,

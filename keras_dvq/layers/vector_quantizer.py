@@ -3,13 +3,14 @@ from keras import ops
 
 from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import check_codebook_size
 from keras_dvq.layers.quantizer import first_maximum
+from keras_dvq.layers.quantizer import get_codebook_initializer
 from keras_dvq.ops.code_statistics import sums_by_code
 from keras_dvq.ops.kmeans import kmeans
 from keras_dvq.utils.validation import check_non_negative
 from keras_dvq.utils.validation import check_open_unit_interval
 from keras_dvq.utils.validation import check_positive
-from keras_dvq.utils.validation import check_positive_int
 
 # The code search computes its (rows, codes) distance matrix in blocks of at
 # most this many float32 elements (64 MiB). At DALL-E's sizes, 8,192 codes and
@@ -129,17 +130,18 @@ class VectorQuantizer(Quantizer):
         seed=None,
         **kwargs,
     ):
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        num_embeddings, embedding_dim = check_codebook_size(
+            num_embeddings, embedding_dim
+        )
         super().__init__(
             latent_dim=embedding_dim,
+            vocabulary_size=num_embeddings,
             use_projection=use_projection,
             seed=seed,
             **kwargs,
         )
-        self.num_embeddings = check_positive_int("num_embeddings", num_embeddings)
+        self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.vocabulary_size = self.num_embeddings
-        self.quantized_dim = embedding_dim
         self.commitment_cost = check_non_negative("commitment_cost", commitment_cost)
         self.latent_loss_weight = check_non_negative(
             "latent_loss_weight", latent_loss_weight
@@ -158,9 +160,7 @@ class VectorQuantizer(Quantizer):
             )
         self.use_cosine_sim = bool(use_cosine_sim)
         self.rotation_trick = bool(rotation_trick)
-        self.codebook_initializer = keras.initializers.get(
-            codebook_initializer or keras.initializers.RandomNormal(stddev=1.0)
-        )
+        self.codebook_initializer = get_codebook_initializer(codebook_initializer)
 
     initializable_codes = True
 

@@ -114,32 +114,19 @@ class DalleEncoder(LayerChain):
 
     def __init__(self, n_hid=64, n_blk_per_group=2, output_channels=256, **kwargs):
         super().__init__(**kwargs)
-        self.n_hid = check_positive_int("n_hid", n_hid)
-        self.n_blk_per_group = check_positive_int("n_blk_per_group", n_blk_per_group)
-        self.output_channels = check_positive_int("output_channels", output_channels)
-        num_layers = GROUP_COUNT * n_blk_per_group
-        self.chain = [layers.Conv2D(n_hid, 7, padding="same", dtype=self.dtype_policy)]
-        for group, width in enumerate((1, 2, 4, 8)):
-            self.chain += [
-                DalleResidualBlock(
-                    width * n_hid, num_layers, (3, 3, 3, 1), dtype=self.dtype_policy
-                )
-                for _ in range(n_blk_per_group)
-            ]
-            if group < GROUP_COUNT - 1:
-                self.chain.append(layers.MaxPooling2D(2, dtype=self.dtype_policy))
-        self.chain += [
-            layers.ReLU(dtype=self.dtype_policy),
-            layers.Conv2D(output_channels, 1, dtype=self.dtype_policy),
-        ]
+        _set_up(
+            self,
+            n_hid,
+            n_blk_per_group,
+            output_channels,
+            entry={"kernel_size": 7, "padding": "same"},
+            widths=(1, 2, 4, 8),
+            kernel_sizes=(3, 3, 3, 1),
+            resize=layers.MaxPooling2D,
+        )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "n_hid": self.n_hid,
-            "n_blk_per_group": self.n_blk_per_group,
-            "output_channels": self.output_channels,
-        }
+        return {**super().get_config(), **_config(self)}
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -170,29 +157,51 @@ class DalleDecoder(LayerChain):
 
     def __init__(self, n_hid=64, n_blk_per_group=2, output_channels=3, **kwargs):
         super().__init__(**kwargs)
-        self.n_hid = check_positive_int("n_hid", n_hid)
-        self.n_blk_per_group = check_positive_int("n_blk_per_group", n_blk_per_group)
-        self.output_channels = check_positive_int("output_channels", output_channels)
-        num_layers = GROUP_COUNT * n_blk_per_group
-        self.chain = [layers.Conv2D(n_hid, 1, dtype=self.dtype_policy)]
-        for group, width in enumerate((8, 4, 2, 1)):
-            self.chain += [
-                DalleResidualBlock(
-                    width * n_hid, num_layers, (1, 3, 3, 3), dtype=self.dtype_policy
-                )
-                for _ in range(n_blk_per_group)
-            ]
-            if group < GROUP_COUNT - 1:
-                self.chain.append(layers.UpSampling2D(2, dtype=self.dtype_policy))
-        self.chain += [
-            layers.ReLU(dtype=self.dtype_policy),
-            layers.Conv2D(output_channels, 1, dtype=self.dtype_policy),
-        ]
+        _set_up(
+            self,
+            n_hid,
+            n_blk_per_group,
+            output_channels,
+            entry={"kernel_size": 1},
+            widths=(8, 4, 2, 1),
+            kernel_sizes=(1, 3, 3, 3),
+            resize=layers.UpSampling2D,
+        )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "n_hid": self.n_hid,
-            "n_blk_per_group": self.n_blk_per_group,
-            "output_channels": self.output_channels,
-        }
+        return {**super().get_config(), **_config(self)}
+
+
+def _set_up(
+    chain, n_hid, n_blk_per_group, output_channels, entry, widths, kernel_sizes, resize
+):
+    """What the DALL-E encoder and decoder share: checks their arguments,
+    keeps them as attributes and fills the chain with a conv to `n_hid`
+    channels (`entry`: its other `Conv2D` arguments), four groups of residual
+    blocks of `widths x n_hid` channels with a 2x `resize` layer between
+    groups, and a ReLU + 1x1 conv to `output_channels`."""
+    chain.n_hid = check_positive_int("n_hid", n_hid)
+    chain.n_blk_per_group = check_positive_int("n_blk_per_group", n_blk_per_group)
+    chain.output_channels = check_positive_int("output_channels", output_channels)
+    num_layers = GROUP_COUNT * n_blk_per_group
+    dtype = chain.dtype_policy
+    chain.chain = [layers.Conv2D(n_hid, dtype=dtype, **entry)]
+    for group, width in enumerate(widths):
+        chain.chain += [
+            DalleResidualBlock(width * n_hid, num_layers, kernel_sizes, dtype=dtype)
+            for _ in range(n_blk_per_group)
+        ]
+        if group < GROUP_COUNT - 1:
+            chain.chain.append(resize(2, dtype=dtype))
+    chain.chain += [
+        layers.ReLU(dtype=dtype),
+        layers.Conv2D(output_channels, 1, dtype=dtype),
+    ]
+
+
+def _config(chain):
+    return {
+        "n_hid": chain.n_hid,
+        "n_blk_per_group": chain.n_blk_per_group,
+        "output_channels": chain.output_channels,
+    }

@@ -1,5 +1,3 @@
-import inspect
-
 import keras
 import numpy as np
 from keras import ops
@@ -7,37 +5,21 @@ from keras import ops
 from keras_dvq import distribution
 from keras_dvq import losses
 from keras_dvq.evaluation.measures import psnr
-from keras_dvq.layers.finite_scalar_quantizer import FiniteScalarQuantizer
-from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
-from keras_dvq.layers.lookup_free_quantizer import LookupFreeQuantizer
-from keras_dvq.layers.residual_vector_quantizer import ResidualVectorQuantizer
-from keras_dvq.layers.vector_quantizer import VectorQuantizer
 from keras_dvq.metrics import CodebookUsage
-from keras_dvq.models.dalle import DalleDecoder
-from keras_dvq.models.dalle import DalleEncoder
-from keras_dvq.models.deepmind import DeepMindDecoder
-from keras_dvq.models.deepmind import DeepMindEncoder
-from keras_dvq.utils.validation import check_choice
+from keras_dvq.models import flavors
+from keras_dvq.models.inference import InferenceModels
+from keras_dvq.models.inputs import check_image_shape
+from keras_dvq.models.inputs import check_token_spec
+from keras_dvq.models.inputs import count_and_indices
+from keras_dvq.models.inputs import image_entry
+from keras_dvq.models.inputs import input_spec
 from keras_dvq.utils.validation import check_positive_int
 
-ENCODER_DECODERS = {
-    "deepmind": (DeepMindEncoder, DeepMindDecoder),
-    "openai": (DalleEncoder, DalleDecoder),
-}
-QUANTIZERS = {
-    "vqvae": VectorQuantizer,
-    "gumbel": GumbelQuantizer,
-    "fsq": FiniteScalarQuantizer,
-    "lfq": LookupFreeQuantizer,
-    "rvq": ResidualVectorQuantizer,
-}
-# What keeps the codebook healthy (docs/codebook.md: 500 of 512 codes
-# used vs 118 for the original recipe): an EMA codebook whose codes are
-# restarted from encoder outputs when used less than once per step on average.
-# Use with KMeansInit, as scripts/train.py does.
-HEALTHY_VQ_DEFAULTS = {"use_ema": True, "dead_code_threshold": 1.0}
-# Quantizer arguments that `from_flavors` sets unless told otherwise.
-FLAVOR_DEFAULTS = {"vqvae": HEALTHY_VQ_DEFAULTS, "rvq": HEALTHY_VQ_DEFAULTS}
+# Re-exported: scripts and older code import the registries from here.
+ENCODER_DECODERS = flavors.ENCODER_DECODERS
+QUANTIZERS = flavors.QUANTIZERS
+FLAVOR_DEFAULTS = flavors.FLAVOR_DEFAULTS
+HEALTHY_VQ_DEFAULTS = flavors.HEALTHY_VQ_DEFAULTS
 
 
 @keras.saving.register_keras_serializable(package="keras_dvq")
@@ -45,7 +27,7 @@ class VQVAE(keras.Model):
     """An autoencoder with a discrete bottleneck: encoder, quantizer, decoder.
 
     Images go through the reconstruction loss's in-map, the encoder, the
-    quantizer (which adds its latent loss) and the decoder, whose output
+    quantizer (which hands back its latent loss) and the decoder, whose output
     parametrizes the reconstruction likelihood. Training minimizes
     `recon_loss + latent_loss` with plain `fit()` on every backend; the logs
     also hold `perplexity` and `cluster_use`, computed from the code
@@ -61,8 +43,8 @@ class VQVAE(keras.Model):
     [0, 1]), `"tokens"` (int32 `(N, H/stride, W/stride, *token_shape)` with
     the quantizer's `token_shape`, `()` but for residual stages),
     `"decoder_output"`
-    (the likelihood parameters) and `"latent_loss"` (the quantizer's added
-    loss, also in `model.losses`). `encode()` and `decode()` map
+    (the likelihood parameters) and `"latent_loss"` (the quantizer's latent
+    loss of this call, also in `model.losses`). `encode()` and `decode()` map
     images to token grids and back; `predict()` returns the reconstructions
     through the bottleneck, `decode(encode(x))`.
 
@@ -82,7 +64,7 @@ class VQVAE(keras.Model):
     Example:
 
     ```python
-    model = VQVAE.from_flavors(vq_flavor="vqvae", enc_dec_flavor="deepmind")
+    model = VQVAE.from_flavors(vq_flavor="vq", enc_dec_flavor="deepmind")
     model.compile()  # AdamW(3e-4, weight decay 1e-4)
     model.fit(images, batch_size=128, epochs=1)  # images: (N, 32, 32, 3)
     tokens = model.encode(images)  # int32 (N, 8, 8)
@@ -120,12 +102,12 @@ class VQVAE(keras.Model):
         # Mean of per-image PSNRs of the reconstructions, in dB.
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
         self.codebook_usage = CodebookUsage(quantizer.vocabulary_size)
-        self._inference = _InferenceModels(self)
+        self._inference = InferenceModels(self)
 
     @classmethod
     def from_flavors(
         cls,
-        vq_flavor="vqvae",
+        vq_flavor="vq",
         enc_dec_flavor="deepmind",
         loss_flavor="l2",
         num_embeddings=None,
@@ -137,25 +119,29 @@ class VQVAE(keras.Model):
     ):
         """Builds a model from the original repo's flags and defaults.
 
-        The `"vqvae"` and `"rvq"` quantizers default to EMA codebooks with
+        The `"vq"` and `"rvq"` quantizers default to EMA codebooks with
         dead-code restarts (`use_ema=True, dead_code_threshold=1.0`), which
         keep the codebook in use where the original recipe collapses; pass
         `seed_faithful=True` for the original's gradient-trained codebook.
 
         Args:
-            vq_flavor: `"vqvae"` (`VectorQuantizer`, nearest code),
+            vq_flavor: `"vq"` (`VectorQuantizer`, nearest code),
                 `"gumbel"` (`GumbelQuantizer`), `"fsq"`
                 (`FiniteScalarQuantizer`), `"lfq"` (`LookupFreeQuantizer`) or
-                `"rvq"` (`ResidualVectorQuantizer`).
-            enc_dec_flavor: `"deepmind"` (stride 4) or `"openai"` (DALL-E
-                dVAE, stride 8).
+                `"rvq"` (`ResidualVectorQuantizer`). The old name `"vqvae"`
+                still gives `"vq"`, with a `FutureWarning`.
+            enc_dec_flavor: `"deepmind"` (stride 4) or `"dalle"` (DALL-E
+                dVAE, stride 8; `DalleEncoder`, `DalleDecoder`). The old name
+                `"openai"` still gives `"dalle"`, with a `FutureWarning`.
             loss_flavor: `"l2"` (Gaussian) or `"logit_laplace"`.
             num_embeddings: int or `None`. Codebook size (per stage for
                 `"rvq"`); `None` keeps the quantizer's default (512). FSQ and
                 LFQ have no such argument: pass `levels` or `codebook_bits`.
             embedding_dim: int or `None`. Code size; `None` keeps the
                 quantizer's default (64).
-            n_hid: int. Base width of encoder and decoder.
+            n_hid: int. Base width of encoder and decoder (the original
+                repo's flag; the token prior's `hidden_dim` is another
+                network's width).
             image_channels: int. Channels of the images.
             seed_faithful: bool. The original repo's VQ recipe (gradient
                 codebook, no restarts) instead of the healthier default.
@@ -165,41 +151,18 @@ class VQVAE(keras.Model):
                 defaults above (`use_ema=False` gives the gradient codebook
                 without restarts).
         """
-        check_positive_int("image_channels", image_channels)
-        check_choice("vq_flavor", vq_flavor, tuple(QUANTIZERS))
-        check_choice("enc_dec_flavor", enc_dec_flavor, tuple(ENCODER_DECODERS))
-        reconstruction_loss = losses.get(loss_flavor)
-        quantizer_class = QUANTIZERS[vq_flavor]
-        for name, value in (
-            ("num_embeddings", num_embeddings),
-            ("embedding_dim", embedding_dim),
-        ):
-            if value is None:
-                continue
-            if name not in inspect.signature(quantizer_class).parameters:
-                raise ValueError(
-                    f"Argument `{name}` does not apply to vq_flavor={vq_flavor!r} "
-                    f"({quantizer_class.__name__} sizes its codes with its own "
-                    f"arguments). Received: {name}={value}"
-                )
-            quantizer_kwargs[name] = value
-        # An explicit use_ema=False means the gradient codebook, which has no
-        # restarts: it opts out of both defaults, as seed_faithful does.
-        if not seed_faithful and quantizer_kwargs.get("use_ema", True):
-            quantizer_kwargs = {
-                **FLAVOR_DEFAULTS.get(vq_flavor, {}),
-                **quantizer_kwargs,
-            }
-        encoder_class, decoder_class = ENCODER_DECODERS[enc_dec_flavor]
-        output_channels = image_channels * reconstruction_loss.params_per_channel
         return cls(
-            encoder=encoder_class(n_hid=n_hid, name="encoder"),
-            quantizer=quantizer_class(name="quantizer", **quantizer_kwargs),
-            decoder=decoder_class(
-                n_hid=n_hid, output_channels=output_channels, name="decoder"
-            ),
-            reconstruction_loss=reconstruction_loss,
-            image_channels=image_channels,
+            **flavors.model_arguments(
+                vq_flavor=vq_flavor,
+                enc_dec_flavor=enc_dec_flavor,
+                loss_flavor=loss_flavor,
+                num_embeddings=num_embeddings,
+                embedding_dim=embedding_dim,
+                n_hid=n_hid,
+                image_channels=image_channels,
+                seed_faithful=seed_faithful,
+                **quantizer_kwargs,
+            )
         )
 
     def build(self, input_shape):
@@ -219,14 +182,15 @@ class VQVAE(keras.Model):
 
     def call(self, inputs, training=False):
         features = self._features(inputs, training=training)
-        quantized, tokens = self.quantizer(features, training=training)
-        # Read right away: under tf.distribute on CPUs the replicas take turns
-        # in threads that share each layer's loss list, and hand over only at
-        # variable syncs (none from here on); the last entry is this replica's.
-        # (Empty where Keras traces without collecting losses, e.g. JAX's
-        # symbolic build.)
-        losses = self.quantizer.losses
-        latent_loss = losses[-1] if losses else ops.zeros((), "float32")
+        # The latent loss comes back with this call's outputs: under
+        # tf.distribute the replicas run this in threads that share the
+        # quantizer's loss list, so reading it back could give another
+        # replica's loss.
+        quantized, tokens, latent_loss = self.quantizer(
+            features, training=training, return_loss=True
+        )
+        # Also in `model.losses`; `compute_loss` reads the returned one.
+        self.add_loss(latent_loss)
         decoder_output = self.decoder(quantized, training=training)
         reconstruction = self.reconstruction_loss.out_map(decoder_output)
         return {
@@ -330,7 +294,7 @@ class VQVAE(keras.Model):
         Raises:
             ValueError: on token ids outside `[0, vocabulary_size)`.
         """
-        spec = _input_spec(tokens)
+        spec = input_spec(tokens)
         if spec is not None:
             self._check_token_spec(*spec)
         outputs = self._inference.run("decode", tokens, batch_size, verbose, steps)
@@ -340,7 +304,7 @@ class VQVAE(keras.Model):
                 "Argument `tokens` must hold ids in "
                 f"[0, {self.quantizer.vocabulary_size}). Received ids from "
                 f"{outputs['min_id'][bad].min()} to {outputs['max_id'][bad].max()} "
-                f"in {_count_and_indices(bad, 'grid(s)')}"
+                f"in {count_and_indices(bad, 'grid(s)')}"
             )
         return outputs["images"]
 
@@ -425,7 +389,7 @@ class VQVAE(keras.Model):
 
     def _images(self, inputs):
         """Float images in [0, 1] from arrays, uint8 arrays or tfds dicts."""
-        inputs = _image_entry(inputs)
+        inputs = image_entry(inputs)
         self._check_image_shape(inputs.shape)
         if keras.backend.is_float_dtype(inputs.dtype):
             return ops.cast(inputs, "float32")
@@ -438,203 +402,20 @@ class VQVAE(keras.Model):
         if bad.size:
             raise ValueError(
                 "Argument `images` must hold finite pixel values. Received NaN or "
-                f"infinite values in {_count_and_indices(bad, 'image(s)')}"
+                f"infinite values in {count_and_indices(bad, 'image(s)')}"
             )
         for height, width in np.unique(outputs["size"], axis=0):
             self._check_image_shape((None, height, width, None))
         return outputs["output"]
 
     def _check_image_spec(self, data):
-        # Checked on the host before any compiled step: TensorFlow retraces
-        # with relaxed (unknown) shapes, and on JAX a trace that raises leaves
-        # the model's variables purged.
-        spec = _input_spec(data)
+        # On the host, before any compiled step (see inputs.py).
+        spec = input_spec(data)
         if spec is not None:
             self._check_image_shape(spec[0])
 
     def _check_token_spec(self, shape, dtype):
-        dtype = keras.backend.standardize_dtype(dtype)
-        if "int" not in dtype:
-            raise ValueError(
-                f"Argument `tokens` must have an integer dtype. Received: {dtype}"
-            )
-        token_shape = tuple(self.quantizer.token_shape)
-        if len(shape) != 3 + len(token_shape) or tuple(shape[3:]) != token_shape:
-            expected = ", ".join(("batch", "height", "width", *map(str, token_shape)))
-            raise ValueError(
-                f"Argument `tokens` must have shape ({expected}). "
-                f"Received: tokens.shape={tuple(shape)}"
-            )
+        check_token_spec(shape, dtype, self.quantizer.token_shape)
 
     def _check_image_shape(self, shape):
-        shape = tuple(shape)
-        if len(shape) != 4:
-            raise ValueError(
-                "Argument `images` must have shape (batch, height, width, "
-                f"channels). Received: images.shape={shape}"
-            )
-        if shape[-1] is not None and shape[-1] != self.image_channels:
-            raise ValueError(
-                f"Argument `images` must have {self.image_channels} channels, as "
-                f"the model was built with image_channels={self.image_channels}. "
-                f"Received: images.shape={shape}"
-            )
-        for size in shape[1:3]:
-            if self.stride and size is not None and size % self.stride:
-                raise ValueError(
-                    "Argument `images` must have a height and width divisible by "
-                    f"the encoder stride {self.stride}. Received: "
-                    f"images.shape={shape}"
-                )
-
-
-def _count_and_indices(bad, noun):
-    """`"3 image(s), at indices [0, 4, 9]"`, the indices cut after ten."""
-    more = " ..." if bad.size > 10 else ""
-    return f"{bad.size} {noun}, at indices {bad[:10].tolist()}{more}"
-
-
-def _input_spec(data):
-    """`(shape, dtype)` of the images or tokens in `data`, or `None` if unknown.
-
-    Understands arrays and tensors, tf.data datasets (their element spec) and
-    the `(x, y)` and `{"image": x}` structures that Keras' `predict` accepts.
-    """
-    if hasattr(data, "element_spec"):
-        data = data.element_spec
-    if isinstance(data, (tuple, list)) and data:
-        data = data[0]
-    data = _image_entry(data)
-    shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
-    if shape is None or dtype is None or getattr(shape, "rank", 0) is None:
-        return None
-    return tuple(shape), dtype
-
-
-def _image_entry(data):
-    """The images of a tfds-style dict (`data` itself if not a dict)."""
-    if not isinstance(data, dict):
-        return data
-    if "image" not in data:
-        raise ValueError(
-            "Dict inputs must hold the images under the key 'image' (as "
-            f"tensorflow-datasets does). Received keys: {sorted(data)}"
-        )
-    return data["image"]
-
-
-class _InferenceModel(keras.Model):
-    """Runs one graph method of a VQVAE through Keras' own `predict`, which
-    batches arrays and datasets and compiles the step on every backend."""
-
-    def __init__(self, vqvae, method, **kwargs):
-        super().__init__(**kwargs)
-        self.vqvae = vqvae
-        self.method = method
-
-    def call(self, inputs):
-        return getattr(self.vqvae, self.method)(inputs)
-
-
-class _InferenceModels:
-    """Caches the `_InferenceModel`s of a VQVAE.
-
-    A plain object on purpose: Keras neither tracks nor saves what it holds,
-    so the cached models never appear in the VQVAE's layers or `.keras` file.
-    """
-
-    def __init__(self, vqvae):
-        self.vqvae = vqvae
-        self.models = {}
-
-    def run(self, name, data, batch_size, verbose, steps, callbacks=None):
-        if name not in self.models:
-            self.models[name] = _InferenceModel(
-                self.vqvae, f"_{name}_graph", name=f"{self.vqvae.name}_{name}"
-            )
-        if not self.vqvae.built:
-            raise ValueError(
-                f"`{name}` needs a built model: call `fit()`, `build()` or the "
-                "model itself on a batch first, or load a saved model."
-            )
-        # Keras' JAX `predict` purges the model's variables while it runs and
-        # loses them if the step raises (e.g. a dataset whose shapes are only
-        # known in the trace): keep references (JAX arrays are immutable) to
-        # put them back.
-        variables = self.vqvae.variables
-        on_jax = keras.backend.backend() == "jax"
-        values = [variable.value for variable in variables] if on_jax else []
-        model = self.models[name]
-        data, count = _pad_for_data_parallel(data, batch_size)
-        try:
-            if _batch_by_batch(model, data, verbose, steps, callbacks):
-                outputs = _predict_in_batches(model, data, batch_size or 32)
-            else:
-                outputs = model.predict(
-                    data,
-                    batch_size=batch_size,
-                    verbose=verbose,
-                    steps=steps,
-                    callbacks=callbacks,
-                )
-            return keras.tree.map_structure(lambda x: x[:count], outputs)
-        except Exception:
-            for variable, value in zip(variables, values, strict=False):
-                variable.assign(value)
-            raise
-
-
-def _batch_by_batch(model, data, verbose, steps, callbacks):
-    """Whether `_predict_in_batches` can stand in for `model.predict`: a
-    non-empty array, no progress bar, steps or callbacks, one replica."""
-    return (
-        isinstance(data, np.ndarray)
-        and len(data) > 0
-        and not verbose
-        and steps is None
-        and not callbacks
-        and not distribution.is_distributed(model)
-    )
-
-
-def _predict_in_batches(model, data, batch_size):
-    """`model.predict(data, batch_size=batch_size)` for an in-memory array,
-    one `predict_on_batch` call per batch.
-
-    Keras' `predict` builds an input pipeline on every call (a tf.data one on
-    TensorFlow, whose set-up and autotuning thread took 0.6-1 s a call on a
-    2-core CPU): more than the compiled steps of a thousand 32x32 images.
-    """
-    batches = [
-        model.predict_on_batch(data[start : start + batch_size])
-        for start in range(0, len(data), batch_size)
-    ]
-    return keras.tree.map_structure(lambda *parts: np.concatenate(parts), *batches)
-
-
-def _pad_for_data_parallel(data, batch_size):
-    """Pads arrays so that every batch splits evenly over the devices of a
-    `keras.distribution` (JAX), which cannot shard a ragged last batch.
-
-    Returns the data and the number of real rows (`None`: all of them).
-    """
-    distribution = keras.distribution.distribution()
-    arrays = keras.tree.flatten(data)
-    if distribution is None or not all(isinstance(a, np.ndarray) for a in arrays):
-        return data, None
-    mesh = distribution.device_mesh
-    devices = dict(zip(mesh.axis_names, mesh.shape, strict=True))[
-        distribution.batch_dim_name
-    ]
-    if (batch_size or 32) % devices:
-        raise ValueError(
-            f"Argument `batch_size` must be a multiple of the {devices} devices "
-            f"the batch is split over. Received: batch_size={batch_size}"
-        )
-    count = len(arrays[0])
-    padding = -count % devices
-    if padding:
-        data = keras.tree.map_structure(
-            lambda a: np.concatenate([a, np.repeat(a[-1:], padding, axis=0)]), data
-        )
-    return data, count
+        check_image_shape(shape, self.image_channels, self.stride)

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from keras_dvq.models.flavors import ENCODER_DECODERS
+from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import LEARNING_RATE
 from keras_dvq.training.builders import LEARNING_RATE_DECAYS
@@ -9,13 +11,13 @@ from keras_dvq.utils.errors import BadInput
 
 # The arguments of one quantizer flavor each (None: the quantizer's default).
 FLAVOR_OPTIONS = {
-    "vqvae": ("use_cosine_sim", "rotation_trick"),
+    "vq": ("use_cosine_sim", "rotation_trick"),
     "fsq": ("levels",),
     "lfq": ("codebook_bits", "entropy_loss_weight"),
     "rvq": ("num_quantizers", "quantizer_dropout"),
 }
 # The flavors whose quantizers size codes by num_embeddings and embedding_dim.
-SIZED_BY_EMBEDDINGS = ("vqvae", "gumbel", "rvq")
+SIZED_BY_EMBEDDINGS = ("vq", "gumbel", "rvq")
 # Settings that do not define the run (left out of run_config.json, which
 # --resume compares), and those a resumed run may change (after a divergence).
 NOT_RUN_CONFIG = ("out", "resume", "gpus", "hparams", "data_dir", "backup_every")
@@ -64,7 +66,7 @@ class TrainingConfig:
     out: str
     dataset: str = "cifar10"
     data_dir: str | None = None
-    vq_flavor: str = "vqvae"
+    vq_flavor: str = "vq"
     enc_dec_flavor: str = "deepmind"
     loss_flavor: str = "l2"
     num_embeddings: int = 512
@@ -102,6 +104,15 @@ class TrainingConfig:
     quantizer_dropout: float | None = None
 
     def __post_init__(self):
+        # Old flavor names ("vqvae", "openai") become the new ones, with a
+        # FutureWarning; unknown ones are bad input.
+        try:
+            self.vq_flavor = QUANTIZERS.resolve(self.vq_flavor, stacklevel=3)
+            self.enc_dec_flavor = ENCODER_DECODERS.resolve(
+                self.enc_dec_flavor, stacklevel=3
+            )
+        except ValueError as error:
+            raise BadInput(str(error)) from error
         if self.lr_decay not in LEARNING_RATE_DECAYS:
             raise BadInput(
                 f"lr_decay must be one of {sorted(LEARNING_RATE_DECAYS)}, got "
@@ -147,3 +158,16 @@ class TrainingConfig:
             if key not in NOT_RUN_CONFIG and not (key in optional and value is None)
         }
         return {**record, **self.recipe_hparams()}
+
+
+def current_flavor_names(record):
+    """A stored run record with its flavor names as they are now called
+    (records of runs begun before the renames hold "vqvae" or "openai")."""
+    record = dict(record)
+    for key, registry in (
+        ("vq_flavor", QUANTIZERS),
+        ("enc_dec_flavor", ENCODER_DECODERS),
+    ):
+        if key in record:
+            record[key] = registry.aliases.get(record[key], record[key])
+    return record

@@ -10,7 +10,8 @@ import argparse
 import json
 
 from keras_dvq.callbacks.step_backup import BACKUP_SECONDS
-from keras_dvq.models.vqvae import QUANTIZERS
+from keras_dvq.models.flavors import ENCODER_DECODERS
+from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import HPARAM_KEYS
 from keras_dvq.training.builders import LEARNING_RATE
@@ -28,7 +29,12 @@ def add_model_flags(parser):
     """Adds the original repo's model and data flags (all but `--vq_flavor`)
     and `--dataset`, `--seed` to an argparse parser."""
     add = parser.add_argument
-    add("--enc_dec_flavor", choices=["deepmind", "openai"], default="deepmind")
+    add(
+        "--enc_dec_flavor",
+        choices=ENCODER_DECODERS.choices,
+        type=ENCODER_DECODERS.flag_type,
+        default="deepmind",
+    )
     add("--loss_flavor", choices=["l2", "logit_laplace"], default="l2")
     add("--num_embeddings", type=positive_int, default=512)
     add("--embedding_dim", type=positive_int, default=64)
@@ -47,7 +53,12 @@ def make_train_parser():
     )
     add = parser.add_argument
     # The original repo's flags.
-    add("--vq_flavor", choices=list(QUANTIZERS), default="vqvae")
+    add(
+        "--vq_flavor",
+        choices=QUANTIZERS.choices,
+        type=QUANTIZERS.flag_type,
+        default="vq",
+    )
     add_model_flags(parser)
     add(
         "--gpus",
@@ -77,7 +88,7 @@ def make_train_parser():
     add(
         "--no_kmeans_init",
         action="store_true",
-        help="skip the k-means codebook initialization (vqvae, rvq)",
+        help="skip the k-means codebook initialization (vq, rvq)",
     )
     add(
         "--mixed_precision",
@@ -155,9 +166,9 @@ def levels_list(text):
 
 
 def add_quantizer_flags(parser, unset):
-    """The flags of the vqvae, fsq, lfq and rvq flavors (docs/quantizers.md);
+    """The flags of the vq, fsq, lfq and rvq flavors (docs/quantizers.md);
     unset ones keep the quantizer's defaults."""
-    vqvae = parser.add_argument_group("vqvae flavor")
+    vqvae = parser.add_argument_group("vq flavor")
     for name, help_text in (
         ("use_cosine_sim", "match l2-normalized vectors and codes"),
         ("rotation_trick", "gradients through the rotation trick"),

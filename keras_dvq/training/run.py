@@ -26,10 +26,11 @@ from keras_dvq.callbacks import ReconstructionLogger
 from keras_dvq.callbacks import StepBackup
 from keras_dvq.callbacks import StopOnDivergence
 from keras_dvq.callbacks import TrainingCurves
-from keras_dvq.models.vqvae import QUANTIZERS
+from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.training import builders
 from keras_dvq.training.config import MAY_CHANGE_ON_RESUME
 from keras_dvq.training.config import SIZED_BY_EMBEDDINGS
+from keras_dvq.training.config import current_flavor_names
 from keras_dvq.training.resumable import fit_resumable
 from keras_dvq.utils import run_directory
 from keras_dvq.utils.atomic import remove_temporaries
@@ -93,7 +94,11 @@ def _train(config, extra_callbacks):
     hparams = config.recipe_hparams()
     record = config.run_record()
     changed = run_directory.compare_run_config(
-        config.out, record, config.resume, MAY_CHANGE_ON_RESUME
+        config.out,
+        record,
+        config.resume,
+        MAY_CHANGE_ON_RESUME,
+        normalize=current_flavor_names,
     )
     for key, (old, new) in changed.items():
         print(f"resuming with --{key} {new} (was {old})")

@@ -142,7 +142,7 @@ def _alive(pid):
     return True
 
 
-def compare_run_config(directory, config, resume, may_change=()):
+def compare_run_config(directory, config, resume, may_change=(), normalize=None):
     """Compares a resumed run's configuration with the one stored in `directory`.
 
     Writes nothing: `write_run_config` stores the configuration once the run
@@ -157,6 +157,8 @@ def compare_run_config(directory, config, resume, may_change=()):
             `may_change`. A fresh run compares nothing.
         may_change: keys that a resumed run may set differently (e.g. a
             lower learning rate after a divergence).
+        normalize: a function of the stored dict giving what `config` is
+            compared with (values renamed since), or `None`.
 
     Returns:
         The keys of `may_change` whose values changed, as `{key: (old, new)}`.
@@ -172,6 +174,8 @@ def compare_run_config(directory, config, resume, may_change=()):
     config = json.loads(json.dumps(config))
     with open(path) as file:
         stored = json.load(file)
+    if normalize is not None:
+        stored = normalize(stored)
     keys = sorted(set(stored) | set(config))
     differing = [
         key

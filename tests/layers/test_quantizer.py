@@ -17,8 +17,8 @@ from tests.testing import run_layer_test
 
 # (class, arguments, quantized size, token shape, vocabulary size)
 QUANTIZERS = {
-    "vqvae": (VectorQuantizer, {"num_embeddings": 8, "embedding_dim": 4}, 4, (), 8),
-    "vqvae-ema": (
+    "vq": (VectorQuantizer, {"num_embeddings": 8, "embedding_dim": 4}, 4, (), 8),
+    "vq-ema": (
         VectorQuantizer,
         {"num_embeddings": 8, "embedding_dim": 4, "use_ema": True},
         4,
@@ -115,6 +115,22 @@ def test_each_call_adds_one_latent_loss(name, rng):
     # Keras clears a layer's losses at each outermost call.
     assert len(quantizer.losses) == 1
     assert np.isfinite(ops.convert_to_numpy(quantizer.losses[0]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_return_loss_hands_back_the_loss_instead_of_adding_it(name, rng):
+    quantizer = make(name)
+    inputs = features(rng)
+    quantized, tokens = quantizer(inputs, training=False)
+    (added,) = quantizer.losses
+    returned = quantizer(inputs, training=False, return_loss=True)
+    assert len(returned) == 3
+    assert not quantizer.losses
+    for expected, value in zip((quantized, tokens, added), returned, strict=True):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(value), ops.convert_to_numpy(expected)
+        )
+    assert tuple(returned[2].shape) == ()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -170,7 +170,7 @@ def test_residual_block_config_round_trip():
 @pytest.mark.parametrize("loss_flavor, channels", [("l2", 3), ("logit_laplace", 6)])
 def test_decoder_channels_follow_the_loss(loss_flavor, channels):
     model = VQVAE.from_flavors(
-        enc_dec_flavor="openai",
+        enc_dec_flavor="dalle",
         loss_flavor=loss_flavor,
         n_hid=4,
         num_embeddings=16,

@@ -91,10 +91,10 @@ def test_parameter_counts_of_the_original_model():
     assert decoder.count_params() == 290_307
 
 
-ORIGINAL_TRAINABLE = {"vqvae": 695_491, "gumbel": 753_283}
+ORIGINAL_TRAINABLE = {"vq": 695_491, "gumbel": 753_283}
 
 
-@pytest.mark.parametrize("vq_flavor", ["vqvae", "gumbel"])
+@pytest.mark.parametrize("vq_flavor", ["vq", "gumbel"])
 def test_parameter_counts_of_the_original_vqvae(vq_flavor):
     model = VQVAE.from_flavors(
         vq_flavor=vq_flavor,
@@ -128,7 +128,7 @@ def test_parameter_counts_of_the_default_ema_vqvae():
     model.build((None, 32, 32, 3))
     codebook = 512 * 64
     # The EMA codebook leaves the gradient path; its statistics join it.
-    assert count(model.trainable_weights) == ORIGINAL_TRAINABLE["vqvae"] - codebook
+    assert count(model.trainable_weights) == ORIGINAL_TRAINABLE["vq"] - codebook
     assert count(model.non_trainable_weights) == codebook + 512 + codebook
 
 

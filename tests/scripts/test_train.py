@@ -20,7 +20,9 @@ from keras_dvq.data import datasets as data_module
 from keras_dvq.training import flags as train_flags
 from keras_dvq.training import run as train_run
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
+from keras_dvq.training.config import current_flavor_names
 from keras_dvq.utils.divergence import non_finite_variables
+from keras_dvq.utils.errors import BadInput
 from keras_dvq.utils.run_directory import RunLock
 from tests.callbacks.test_stop_on_divergence import PoisonAtStep
 from tests.testing import image_folder
@@ -256,7 +258,7 @@ def test_shipped_dalle_recipe_is_the_measured_one(train_script, tmp_path):
         ["--hparams", str(dalle), "--out", str(tmp_path)]
     )
     model_flags = (args.vq_flavor, args.enc_dec_flavor, args.loss_flavor)
-    assert model_flags == ("gumbel", "openai", "logit_laplace")
+    assert model_flags == ("gumbel", "dalle", "logit_laplace")
     changed = {"learning_rate": 1e-3, "diversity_weight": 3.0, "balance_rate": 1e-2}
     assert args.recipe_hparams() == {**GUMBEL_DEFAULTS, **changed}
 
@@ -631,3 +633,19 @@ def test_a_bug_keeps_its_traceback_instead_of_exit_2(
     monkeypatch.setattr(train_run.builders, "load_splits", broken_load_splits)
     with pytest.raises(ValueError, match="could not be broadcast"):
         train_script.main(["--dataset", "sample", "--out", str(tmp_path / "run")])
+
+
+def test_old_flavor_names_parse_and_old_records_resume(tmp_path):
+    """`--vq_flavor vqvae` is `vq` (with a warning), and a run recorded under
+    the old names before the renames still compares equal on --resume."""
+    argv = ["--vq_flavor", "vqvae", "--enc_dec_flavor", "openai", "--out", "x"]
+    with pytest.warns(FutureWarning, match="'vq'"):
+        config = train_flags.parse_train_config(argv)
+    assert (config.vq_flavor, config.enc_dec_flavor) == ("vq", "dalle")
+    record = config.run_record()
+    old = {**record, "vq_flavor": "vqvae", "enc_dec_flavor": "openai"}
+    (tmp_path / "run_config.json").write_text(json.dumps(old))
+    compare = train_run.run_directory.compare_run_config
+    assert compare(tmp_path, record, True, normalize=current_flavor_names) == {}
+    with pytest.raises(BadInput, match='vq_flavor "vqvae"'):
+        compare(tmp_path, record, True)

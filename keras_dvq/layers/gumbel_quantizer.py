@@ -114,6 +114,8 @@ class GumbelQuantizer(Quantizer):
     Example:
 
     ```python
+    from keras_dvq.schedules import CosineAnnealing
+
     quantizer = GumbelQuantizer(num_embeddings=16, embedding_dim=4, seed=0)
     features = keras.random.normal((2, 8, 8, 32))
     quantized, tokens = quantizer(features, training=True)  # (2, 8, 8, 4), (2, 8, 8)

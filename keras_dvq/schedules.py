@@ -33,7 +33,9 @@ class CosineAnnealing(keras.optimizers.schedules.LearningRateSchedule):
     """Learning-rate schedule: `cosine_anneal` over optimizer steps.
 
     Defaults to the original repo: 3e-4 down to 1.25e-6 over 1,200,000 steps
-    (the DALL-E paper anneals from 1e-4 over the same span).
+    (the DALL-E paper anneals from 1e-4 over the same span). It schedules
+    other values of the step too: a `GumbelQuantizer` evaluates one as its
+    `temperature_schedule` or `kl_weight_schedule` inside the training step.
 
     Args:
         start_value: float. Learning rate at step 0.

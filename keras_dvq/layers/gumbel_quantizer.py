@@ -58,9 +58,18 @@ class GumbelQuantizer(Quantizer):
     offset does not move during the `argmax_codes` phase.
 
     `temperature`, `kl_weight`, `diversity_weight` and `argmax_codes` live in
-    non-trainable variables so that callbacks (`TemperatureAnnealing`,
-    `KLWeightRamp`, `ArgmaxCodesPhase`) can change them between steps of a
-    compiled training loop. Logits, the softmax and both KL terms run in
+    non-trainable variables, which a compiled training step reads afresh
+    (a Python float would be frozen into it). The temperature and the KL
+    weight may follow schedules of the training step (`temperature_schedule`,
+    `kl_weight_schedule`, e.g. `keras_dvq.schedules.CosineAnnealing`), which
+    the compiled step evaluates itself: at the quantizer's `iterations`, a
+    non-trainable count of its training calls that it advances after each,
+    saved and restored with the model, so a resumed run continues its
+    schedules exactly. The variables then hold the value that the last
+    training step used (what evaluation reads). `TemperatureAnnealing` and
+    `KLWeightRamp` set these schedules at the start of `fit` and align
+    `iterations` with the optimizer's; `ArgmaxCodesPhase` sets `argmax_codes`
+    when its phase begins. Logits, the softmax and both KL terms run in
     float32 under any dtype policy.
 
     Args:
@@ -83,6 +92,12 @@ class GumbelQuantizer(Quantizer):
         straight_through: bool. Hard one-hot forward pass with the soft
             gradient. Defaults to `False` (soft relaxation, as the original and
             the tuned recipe).
+        temperature_schedule: `None` (the `temperature` variable holds still)
+            or a serializable callable from the step (an int tensor) to the
+            temperature, such as `CosineAnnealing(1.0, 1 / 16, 150_000)`.
+            Defaults to `None`.
+        kl_weight_schedule: `None` or a schedule of the KL weight, as
+            `temperature_schedule`. Defaults to `None`.
         codebook_initializer: initializer of the codebook. Defaults to a unit
             normal, as PyTorch's `nn.Embedding`.
         seed: int or `None`. Seed of the Gumbel noise.
@@ -100,10 +115,15 @@ class GumbelQuantizer(Quantizer):
     Example:
 
     ```python
+    from keras_dvq.schedules import CosineAnnealing
+
     quantizer = GumbelQuantizer(num_embeddings=16, embedding_dim=4, seed=0)
     features = keras.random.normal((2, 8, 8, 32))
     quantized, tokens = quantizer(features, training=True)  # (2, 8, 8, 4), (2, 8, 8)
-    quantizer.temperature.assign(0.5)  # what TemperatureAnnealing does
+    # The DALL-E anneal, evaluated inside the compiled training step.
+    annealed = GumbelQuantizer(
+        temperature_schedule=CosineAnnealing(1.0, 1.0 / 16, 150_000)
+    )
     ```
 
     Reference:
@@ -122,6 +142,8 @@ class GumbelQuantizer(Quantizer):
         diversity_weight=0.0,
         balance_rate=0.0,
         straight_through=False,
+        temperature_schedule=None,
+        kl_weight_schedule=None,
         codebook_initializer=None,
         seed=None,
         **kwargs,
@@ -147,6 +169,10 @@ class GumbelQuantizer(Quantizer):
         )
         self.balance_rate = check_non_negative("balance_rate", balance_rate)
         self.straight_through = bool(straight_through)
+        self.temperature_schedule = _schedule(
+            "temperature_schedule", temperature_schedule
+        )
+        self.kl_weight_schedule = _schedule("kl_weight_schedule", kl_weight_schedule)
         self.codebook_initializer = get_codebook_initializer(codebook_initializer)
         # Created here, not in build(): callbacks set them before the first
         # step, which is when some trainers build the model.
@@ -163,6 +189,18 @@ class GumbelQuantizer(Quantizer):
             trainable=False,
             autocast=False,
             aggregation="mean",
+        )
+        # The step the schedules read, counted in the graph: on JAX the
+        # forward pass does not see the optimizer's `iterations`. Last, so
+        # that older files lack only trailing variables.
+        self.iterations = self.add_weight(
+            name="iterations",
+            shape=(),
+            dtype="int",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="only_first_replica",
         )
 
     def build(self, input_shape):
@@ -182,6 +220,9 @@ class GumbelQuantizer(Quantizer):
         )
 
     def quantize_latents(self, logits, training=False):
+        temperature, kl_weight = self.temperature, self.kl_weight
+        if training:
+            temperature, kl_weight = self._scheduled_values()
         logits = self._offset(logits)
         log_q = ops.log_softmax(logits, axis=-1)
         log_k = math.log(self.num_embeddings)
@@ -191,12 +232,12 @@ class GumbelQuantizer(Quantizer):
             ops.mean(ops.reshape(q, (-1, self.num_embeddings)), axis=0)
         )
         average_kl = log_k - entropy(average_q)
-        latent_loss = self.kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
+        latent_loss = kl_weight * ops.mean(kl) + self.diversity_weight * average_kl
 
         argmax_tokens = first_maximum(logits)
         if not training:
             return self.codes_of(argmax_tokens), argmax_tokens, latent_loss
-        soft, tokens = self._relaxed_codes(logits)
+        soft, tokens = self._relaxed_codes(logits, temperature)
         # A blend, not a branch: one compiled step serves both phases.
         hard = self.argmax_codes
         if self.balance_rate > 0:
@@ -206,6 +247,25 @@ class GumbelQuantizer(Quantizer):
         )
         tokens = ops.where(hard > 0.5, argmax_tokens, tokens)
         return quantized, tokens, (1.0 - hard) * latent_loss
+
+    def _scheduled_values(self):
+        """The temperature and KL weight of this training step: the
+        schedules at the current step, kept in their variables; then the
+        step count advances."""
+        step = ops.convert_to_tensor(self.iterations)
+        values = []
+        for variable, schedule in (
+            (self.temperature, self.temperature_schedule),
+            (self.kl_weight, self.kl_weight_schedule),
+        ):
+            if schedule is None:
+                values.append(variable)
+                continue
+            value = ops.cast(schedule(step), "float32")
+            variable.assign(value)
+            values.append(value)
+        self.iterations.assign_add(ops.ones((), self.iterations.dtype))
+        return values
 
     def _offset(self, logits):
         return logits + self.logit_offset
@@ -220,13 +280,13 @@ class GumbelQuantizer(Quantizer):
         step = self.balance_rate * (1.0 - frozen) * (step - ops.mean(step))
         self.logit_offset.assign(self.logit_offset + step)
 
-    def _relaxed_codes(self, logits):
+    def _relaxed_codes(self, logits, temperature):
         """The Gumbel-softmax mixture of codes and the sampled tokens."""
         uniform = keras.random.uniform(
             ops.shape(logits), minval=1e-9, maxval=1.0, seed=self.seed_generator
         )
         gumbel = -ops.log(-ops.log(uniform))
-        weights = ops.softmax((logits + gumbel) / self.temperature, axis=-1)
+        weights = ops.softmax((logits + gumbel) / temperature, axis=-1)
         tokens = first_maximum(weights)
         if self.straight_through:
             # A comparison, not ops.one_hot: PyTorch's one_hot reads the ids
@@ -237,12 +297,17 @@ class GumbelQuantizer(Quantizer):
         return ops.matmul(weights, self.codebook), tokens
 
     def load_own_variables(self, store):
-        # Files saved before `diversity_weight`, `argmax_codes` or
-        # `logit_offset` existed lack the last one to three variables: those
-        # keep their initial values.
+        # Files saved before `diversity_weight`, `argmax_codes`,
+        # `logit_offset` or `iterations` existed lack the last one to four
+        # variables: those keep their initial values.
         own = self._trainable_variables + self._non_trainable_variables
         missing = len(own) - len(store.keys())
-        added_later = [self.diversity_weight, self.argmax_codes, self.logit_offset]
+        added_later = [
+            self.diversity_weight,
+            self.argmax_codes,
+            self.logit_offset,
+            self.iterations,
+        ]
         if 0 < missing <= len(added_later) and all(
             a is b for a, b in zip(own[-missing:], added_later[-missing:], strict=True)
         ):
@@ -269,9 +334,29 @@ class GumbelQuantizer(Quantizer):
                 "diversity_weight": self.initial_diversity_weight,
                 "balance_rate": self.balance_rate,
                 "straight_through": self.straight_through,
+                "temperature_schedule": _serialize(self.temperature_schedule),
+                "kl_weight_schedule": _serialize(self.kl_weight_schedule),
                 "codebook_initializer": keras.initializers.serialize(
                     self.codebook_initializer
                 ),
             }
         )
         return config
+
+
+def _schedule(name, schedule):
+    """A schedule argument: `None`, a callable of the step, or the config
+    of a serializable one (as `get_config` writes it)."""
+    if isinstance(schedule, dict):
+        schedule = keras.saving.deserialize_keras_object(schedule)
+    if schedule is not None and not callable(schedule):
+        raise ValueError(
+            f"Argument `{name}` must be `None` or a callable of the training "
+            "step, such as `keras_dvq.schedules.CosineAnnealing(...)`. "
+            f"Received: {name}={schedule!r}"
+        )
+    return schedule
+
+
+def _serialize(schedule):
+    return None if schedule is None else keras.saving.serialize_keras_object(schedule)

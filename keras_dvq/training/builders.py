@@ -153,21 +153,39 @@ def learning_rate_schedule(hparams, total_steps, decay="original"):
     return FinalPhase(schedule, start, hparams["decoder_learning_rate"])
 
 
-def gumbel_quantizer_kwargs(hparams):
-    """`GumbelQuantizer` arguments of a dict shaped like `GUMBEL_DEFAULTS`."""
-    return {
+def gumbel_quantizer_kwargs(hparams, total_steps=None):
+    """`GumbelQuantizer` arguments of a dict shaped like `GUMBEL_DEFAULTS`;
+    with `total_steps`, also the temperature and KL-weight schedules of a
+    run that long (`gumbel_schedules`), which the quantizer then carries in
+    its config."""
+    kwargs = {
         "temperature": hparams["temperature_start"],
         "kl_weight": hparams["kl_weight"],
         "diversity_weight": hparams["diversity_weight"],
         "balance_rate": hparams["balance_rate"],
         "straight_through": hparams["straight_through"],
     }
+    if total_steps is not None:
+        kwargs.update(gumbel_schedules(hparams, total_steps))
+    return kwargs
+
+
+def gumbel_schedules(hparams, total_steps):
+    """The `temperature_schedule` and `kl_weight_schedule` (each a
+    `CosineAnnealing`) of a run of `total_steps`, as `GumbelQuantizer`
+    arguments: the schedules that `gumbel_callbacks` hands the quantizer."""
+    temperature, kl_ramp = gumbel_callbacks(hparams, total_steps)[:2]
+    return {
+        "temperature_schedule": temperature.schedule,
+        "kl_weight_schedule": kl_ramp.schedule,
+    }
 
 
 def gumbel_callbacks(hparams, total_steps):
     """Fresh temperature-annealing, KL-ramp and (if any) decoder-phase
     callbacks for a run of `total_steps` steps, from a dict shaped like
-    `GUMBEL_DEFAULTS`."""
+    `GUMBEL_DEFAULTS`. The first two hand their schedules to the quantizer
+    when `fit` begins; the compiled step evaluates them."""
 
     def steps(fraction):
         return max(1, round(fraction * total_steps))

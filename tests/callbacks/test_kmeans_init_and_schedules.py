@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_dvq.callbacks import quantizer_schedules
 from keras_dvq.callbacks.kmeans_init import KMeansInit
 from keras_dvq.callbacks.quantizer_schedules import ArgmaxCodesPhase
 from keras_dvq.callbacks.quantizer_schedules import KLWeightRamp
 from keras_dvq.callbacks.quantizer_schedules import TemperatureAnnealing
 from keras_dvq.models import VQVAE
 from keras_dvq.schedules import cosine_anneal
+from keras_dvq.utils.training_state import sync_training_state
 
 
 def tiny_model(vq_flavor="vqvae", **kwargs):
@@ -104,35 +106,9 @@ def test_kmeans_init_rejects_gumbel_and_too_little_data(rng):
         KMeansInit(data, num_samples=0)
 
 
-@pytest.mark.parametrize(
-    "callback_class, variable, start, end",
-    [
-        (TemperatureAnnealing, "temperature", 1.0, 0.25),
-        (KLWeightRamp, "kl_weight", 0.0, 1e-3),
-    ],
-)
-def test_schedules_set_the_quantizer_variable_every_step(
-    rng, callback_class, variable, start, end
-):
-    data = images(rng)
-    model = tiny_model("gumbel")
-    model.compile()
-    callback = callback_class(start_value=start, end_value=end, num_steps=6)
-    history = model.fit(
-        data, batch_size=8, epochs=2, callbacks=[callback], verbose=0
-    )  # 4 steps per epoch; the last step is step 7
-    value = float(ops.convert_to_numpy(getattr(model.quantizer, variable)))
-    assert value == pytest.approx(cosine_anneal(7, start, end, 6))
-    assert history.history[variable] == pytest.approx(
-        [cosine_anneal(3, start, end, 6), cosine_anneal(7, start, end, 6)]
-    )
-    # A second fit continues from the optimizer's step count.
-    model.fit(data, batch_size=8, epochs=1, callbacks=[callback], verbose=0)
-    assert callback.value == pytest.approx(cosine_anneal(11, start, end, 6))
-
-
 class ValueAtEveryStep(keras.callbacks.Callback):
-    """Records a quantizer variable as each training step sees it."""
+    """Records a quantizer variable as each training step left it (a test
+    probe: it syncs the JAX state after every step)."""
 
     def __init__(self, variable):
         super().__init__()
@@ -140,8 +116,114 @@ class ValueAtEveryStep(keras.callbacks.Callback):
         self.values = []
 
     def on_train_batch_end(self, batch, logs=None):
+        sync_training_state(self.model)
         variable = getattr(self.model.quantizer, self.variable)
         self.values.append(float(ops.convert_to_numpy(variable)))
+
+
+SCHEDULES = [
+    (TemperatureAnnealing, "temperature", 1.0, 0.25),
+    (KLWeightRamp, "kl_weight", 0.0, 1e-3),
+]
+
+
+@pytest.mark.parametrize("callback_class, variable, start, end", SCHEDULES)
+def test_schedules_set_the_quantizer_variable_every_step(
+    rng, callback_class, variable, start, end
+):
+    data = images(rng)
+    model = tiny_model("gumbel")
+    model.compile()
+    callback = callback_class(start_value=start, end_value=end, num_steps=6)
+    probe = ValueAtEveryStep(variable)
+    history = model.fit(
+        data, batch_size=8, epochs=2, callbacks=[callback, probe], verbose=0
+    )  # 4 steps per epoch; the last step is step 7
+    # The compiled step computed each step's value itself.
+    expected = [cosine_anneal(step, start, end, 6) for step in range(8)]
+    assert probe.values == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert history.history[variable] == pytest.approx([expected[3], expected[7]])
+    # A second fit continues from the optimizer's step count, also where
+    # that count was set by hand (as a tuner resuming a trial does).
+    model.optimizer.iterations.assign(10)
+    probe.values = []
+    model.fit(data, batch_size=8, epochs=1, callbacks=[callback, probe], verbose=0)
+    expected = [cosine_anneal(step, start, end, 6) for step in range(10, 14)]
+    assert probe.values == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_a_saved_model_continues_its_schedules_without_callbacks(rng, tmp_path):
+    data = images(rng)
+    model = tiny_model("gumbel")
+    model.compile()
+    schedules = [TemperatureAnnealing(2.0, 0.5, 12), KLWeightRamp(0.0, 1e-2, 9)]
+    model.fit(data, batch_size=8, epochs=1, callbacks=schedules, verbose=0)
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras")
+    probes = [ValueAtEveryStep("temperature"), ValueAtEveryStep("kl_weight")]
+    restored.fit(data, batch_size=8, epochs=2, callbacks=probes, verbose=0)
+    # The file carries the schedules and the step count (4 steps done).
+    steps = range(4, 12)
+    temperature = [cosine_anneal(step, 2.0, 0.5, 12) for step in steps]
+    kl_weight = [cosine_anneal(step, 0.0, 1e-2, 9) for step in steps]
+    assert probes[0].values == pytest.approx(temperature, rel=1e-6)
+    assert probes[1].values == pytest.approx(kl_weight, rel=1e-6)
+
+
+class SyncCounter(keras.callbacks.Callback):
+    """Counts host syncs of the training state: calls of the schedules'
+    `sync_training_state` and, on JAX, the calls of `model.jax_state_sync`
+    that had state to write back (Keras calls it, as a no-op, wherever a
+    callback reads `self.model`)."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.monkeypatch = monkeypatch
+        self.schedule_syncs = 0
+        self.jax_syncs = 0
+
+        def counted(model):
+            self.schedule_syncs += 1
+            sync_training_state(model)
+
+        monkeypatch.setattr(quantizer_schedules, "sync_training_state", counted)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        jax_state_sync = getattr(model, "jax_state_sync", None)
+        if jax_state_sync is not None and "jax_state_sync" not in vars(model):
+
+            def counted():
+                self.jax_syncs += not model._jax_state_synced
+                jax_state_sync()
+
+            self.monkeypatch.setattr(model, "jax_state_sync", counted)
+
+
+def test_schedules_make_no_per_batch_host_sync(rng, monkeypatch):
+    data = images(rng, count=96)
+    model = tiny_model("gumbel")
+    model.compile()
+    counter = SyncCounter(monkeypatch)
+    schedules = [TemperatureAnnealing(1.0, 0.5, 5), KLWeightRamp(0.0, 1e-3, 5)]
+    fit = {"batch_size": 8, "epochs": 1, "verbose": 0}
+    model.fit(data, callbacks=[*schedules, counter], **fit)
+    assert counter.schedule_syncs == 0
+    # Of 12 steps, one sync: Keras' own, at the end of the epoch.
+    if keras.backend.backend() == "jax":
+        assert counter.jax_syncs == 1
+    # No batch hooks at all (Keras skips calling them).
+    for schedule in schedules:
+        for hook in ("on_train_batch_begin", "on_train_batch_end"):
+            callback_hook = getattr(keras.callbacks.Callback, hook)
+            assert getattr(type(schedule), hook) is callback_hook
+    # The decoder phase touches the state once, when it begins.
+    counter.jax_syncs = 0
+    phase = ArgmaxCodesPhase(start_step=12 + 5)
+    model.fit(data, callbacks=[phase, counter], **fit)
+    assert counter.schedule_syncs == 1
+    if keras.backend.backend() == "jax":
+        assert counter.jax_syncs == 2
 
 
 def test_argmax_codes_phase_starts_at_its_step_and_continues_on_resume(rng):

@@ -1,4 +1,5 @@
 import math
+import os
 
 import keras
 import numpy as np
@@ -6,6 +7,8 @@ import pytest
 from keras import ops
 
 from keras_dvq.layers import GumbelQuantizer
+from keras_dvq.schedules import CosineAnnealing
+from keras_dvq.schedules import cosine_anneal
 from tests.testing import gradients
 from tests.testing import run_layer_test
 
@@ -64,6 +67,7 @@ def test_config_round_trip_keeps_every_argument():
         kl_weight=0.1,
         balance_rate=0.02,
         straight_through=True,
+        temperature_schedule=CosineAnnealing(1.0, 0.25, 6),
         codebook_initializer=keras.initializers.RandomUniform(-1.0, 1.0),
         seed=9,
         name="gumbel",
@@ -72,6 +76,7 @@ def test_config_round_trip_keeps_every_argument():
     assert config["temperature"] == 0.5
     assert config["kl_weight"] == 0.1
     assert config["balance_rate"] == 0.02
+    assert config["kl_weight_schedule"] is None
     revived = GumbelQuantizer.from_config(config)
     assert revived.get_config() == config
     revived.build((None, F))
@@ -79,6 +84,58 @@ def test_config_round_trip_keeps_every_argument():
     assert float(to_numpy(revived.kl_weight)) == pytest.approx(0.1)
     assert revived.straight_through
     assert isinstance(revived.codebook_initializer, keras.initializers.RandomUniform)
+    assert isinstance(revived.temperature_schedule, CosineAnnealing)
+    assert revived.temperature_schedule.get_config() == {
+        "start_value": 1.0,
+        "end_value": 0.25,
+        "num_steps": 6,
+    }
+
+
+def test_schedules_set_each_training_step_from_the_step_count(rng):
+    quantizer = GumbelQuantizer(
+        K,
+        D,
+        temperature=3.0,
+        kl_weight=0.5,
+        temperature_schedule=CosineAnnealing(1.0, 0.25, 6),
+        kl_weight_schedule=CosineAnnealing(0.0, 1e-3, 4),
+    )
+    quantizer.build((None, F))
+    inputs = rng.normal(size=(8, F)).astype("float32")
+    logits = to_numpy(quantizer.projection(inputs))
+    for step in range(8):
+        assert int(to_numpy(quantizer.iterations)) == step
+        quantizer(inputs, training=True)
+        temperature = cosine_anneal(step, 1.0, 0.25, 6)
+        kl_weight = cosine_anneal(step, 0.0, 1e-3, 4)
+        assert float(to_numpy(quantizer.temperature)) == pytest.approx(temperature)
+        assert float(to_numpy(quantizer.kl_weight)) == pytest.approx(kl_weight)
+        # The step's loss used the scheduled weight, not the variable's old value.
+        np.testing.assert_allclose(
+            to_numpy(quantizer.losses[-1]), kl_weight * numpy_kl(logits), rtol=1e-4
+        )
+    # Inference neither advances the count nor moves the values.
+    quantizer(inputs)
+    assert int(to_numpy(quantizer.iterations)) == 8
+    assert float(to_numpy(quantizer.temperature)) == pytest.approx(0.25)
+
+
+def test_the_scheduled_temperature_drives_the_noise_mixture(rng):
+    # Same weights, same noise: a schedule at 0.02 mixes like the variable
+    # at 0.02, and unlike the variable's own value (5.0) that it overrides.
+    scheduled, assigned = quantizer_pair(
+        temperature=5.0, temperature_schedule=lambda step: 0.02
+    )
+    assigned.temperature_schedule = None
+    assigned.temperature.assign(0.02)
+    inputs = rng.normal(size=(16, F)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(scheduled(inputs, training=True)[0]),
+        to_numpy(assigned(inputs, training=True)[0]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_inference_takes_the_argmax_of_the_logits(rng):
@@ -394,7 +451,7 @@ def test_without_balance_the_offset_stays_zero(rng):
     np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), 0.0)
 
 
-@pytest.mark.parametrize("saved_later", [(), (0.6,), (0.6, 0.0)])
+@pytest.mark.parametrize("saved_later", [(), (0.6,), (0.6, 0.0), (0.6, 0.0, 0.25)])
 def test_models_saved_before_the_later_variables_load(rng, saved_later):
     quantizer = GumbelQuantizer(
         K, D, temperature=0.7, kl_weight=0.2, diversity_weight=0.1
@@ -402,12 +459,15 @@ def test_models_saved_before_the_later_variables_load(rng, saved_later):
     quantizer.build((None, F))
     quantizer.argmax_codes.assign(1.0)
     quantizer.logit_offset.assign(np.full(K, 0.5, "float32"))
-    # The stores of files written before `logit_offset`, `argmax_codes` and
-    # `diversity_weight` existed: each lacks the variables added after it.
+    quantizer.iterations.assign(7)
+    # The stores of files written before `iterations`, `logit_offset`,
+    # `argmax_codes` and `diversity_weight` existed: each lacks the variables
+    # added after it.
     codebook = rng.normal(size=(K, D)).astype("float32")
     old_store = {"0": codebook, "1": np.float32(0.9), "2": np.float32(0.3)}
     for index, value in enumerate(saved_later, start=3):
-        old_store[f"{index}"] = np.float32(value)
+        shape = (K,) if index == 5 else ()  # the offset has one per code
+        old_store[f"{index}"] = np.full(shape, value, "float32")
     quantizer.load_own_variables(old_store)
     np.testing.assert_array_equal(to_numpy(quantizer.codebook), codebook)
     assert float(to_numpy(quantizer.temperature)) == pytest.approx(0.9)
@@ -418,9 +478,29 @@ def test_models_saved_before_the_later_variables_load(rng, saved_later):
     # Variables the file lacks are left as they were.
     argmax_codes = saved_later[1] if len(saved_later) > 1 else 1.0
     assert float(to_numpy(quantizer.argmax_codes)) == argmax_codes
-    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), 0.5)
-    with pytest.raises(ValueError, match="expected 6 variables"):
+    offset = saved_later[2] if len(saved_later) > 2 else 0.5
+    np.testing.assert_array_equal(to_numpy(quantizer.logit_offset), offset)
+    assert int(to_numpy(quantizer.iterations)) == 7
+    with pytest.raises(ValueError, match="expected 7 variables"):
         quantizer.load_own_variables({"0": codebook})
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "saved")
+
+
+@pytest.mark.parametrize("name", ["gumbel", "dalle"])
+def test_files_saved_before_the_step_count_load_without_schedules(name):
+    model = keras.models.load_model(os.path.join(FIXTURES, f"{name}.keras"))
+    quantizer = model.quantizer
+    assert quantizer.temperature_schedule is None
+    assert quantizer.kl_weight_schedule is None
+    assert int(to_numpy(quantizer.iterations)) == 0
+    # The saved temperature is kept, and holds still without a schedule.
+    temperature = float(to_numpy(quantizer.temperature))
+    x = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
+    model.fit(x, batch_size=8, epochs=1, verbose=0)
+    assert int(to_numpy(quantizer.iterations)) == 1
+    assert float(to_numpy(quantizer.temperature)) == temperature
 
 
 def test_kl_is_zero_for_uniform_logits(rng):
@@ -486,6 +566,8 @@ def test_mixed_precision_keeps_logits_and_codebook_in_float32(mixed_bfloat16, rn
         ({"kl_weight": float("inf")}, "kl_weight=inf"),
         ({"diversity_weight": -0.1}, "diversity_weight=-0.1"),
         ({"balance_rate": -0.01}, "balance_rate=-0.01"),
+        ({"temperature_schedule": 0.5}, "temperature_schedule=0.5"),
+        ({"kl_weight_schedule": "cosine"}, "kl_weight_schedule='cosine'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):

@@ -8,6 +8,7 @@ from keras_dvq.schedules import FinalPhase
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import gumbel_callbacks
 from keras_dvq.training.builders import gumbel_quantizer_kwargs
+from keras_dvq.training.builders import gumbel_schedules
 from keras_dvq.training.builders import learning_rate_schedule
 from keras_dvq.training.builders import run_length
 
@@ -37,6 +38,26 @@ def test_gumbel_schedule_lengths_are_fractions_of_the_run():
     assert kl_ramp.num_steps == 1  # never shorter than one step
     # Fresh callbacks on every call: they carry per-run state.
     assert gumbel_callbacks(hparams, 1000)[0] is not temperature
+
+
+def test_quantizer_kwargs_with_the_run_length_carry_the_callbacks_schedules():
+    hparams = {**GUMBEL_DEFAULTS, "temperature_anneal_fraction": 0.5}
+    temperature, kl_ramp, _ = gumbel_callbacks(hparams, total_steps=1000)
+    schedules = gumbel_schedules(hparams, total_steps=1000)
+    for schedule, callback in (
+        (schedules["temperature_schedule"], temperature),
+        (schedules["kl_weight_schedule"], kl_ramp),
+    ):
+        assert isinstance(schedule, CosineAnnealing)
+        assert schedule.get_config() == callback.schedule.get_config()
+    assert schedules["temperature_schedule"].get_config() == {
+        "start_value": GUMBEL_DEFAULTS["temperature_start"],
+        "end_value": GUMBEL_DEFAULTS["temperature_end"],
+        "num_steps": 500,
+    }
+    kwargs = gumbel_quantizer_kwargs(hparams, total_steps=1000)
+    assert kwargs["kl_weight_schedule"].get_config() == kl_ramp.schedule.get_config()
+    assert "temperature_schedule" not in gumbel_quantizer_kwargs(hparams)
 
 
 def test_original_schedules_at_the_default_run_length():

@@ -34,10 +34,15 @@ class StopOnDivergence(keras.callbacks.Callback):
     """
 
     def on_train_begin(self, logs=None):
-        self._step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        model = self.model
+        self._step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        # Read once: on JAX every read of `self.model` syncs the whole
+        # training state to the variables, which per batch costs a step's
+        # worth of host work.
+        self._steps_per_batch = getattr(model, "steps_per_execution", 1) or 1
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += getattr(self.model, "steps_per_execution", 1) or 1
+        self._step += self._steps_per_batch
         terms = [
             name
             for name, value in sorted((logs or {}).items())

@@ -65,6 +65,24 @@ def test_finite_runs_are_left_alone():
     assert len(history.history["loss"]) == 2
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="only JAX syncs state for callbacks"
+)
+def test_watching_the_loss_syncs_no_state_per_batch(monkeypatch):
+    """On JAX, reading `callback.model` copies the training state back into
+    the variables; a check of the logged loss per batch must not."""
+    model = tiny_model()
+    syncs = []
+    sync = model.jax_state_sync
+    monkeypatch.setattr(model, "jax_state_sync", lambda: syncs.append(1) or sync())
+    model.fit(
+        images(32), batch_size=2, epochs=1, callbacks=[StopOnDivergence()], verbose=0
+    )
+    # 16 batches: the callback's read at on_train_begin and Keras' own around
+    # the epoch (4 in all with Keras 3.15), not one a batch (20).
+    assert len(syncs) < 8, len(syncs)
+
+
 def test_non_finite_variables_are_named():
     model = tiny_model()
     assert non_finite_variables(model) == []

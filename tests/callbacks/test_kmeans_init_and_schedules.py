@@ -13,7 +13,7 @@ from keras_dvq.schedules import cosine_anneal
 from keras_dvq.utils.training_state import sync_training_state
 
 
-def tiny_model(vq_flavor="vqvae", **kwargs):
+def tiny_model(vq_flavor="vq", **kwargs):
     return VQVAE.from_flavors(
         vq_flavor=vq_flavor, num_embeddings=8, embedding_dim=4, n_hid=8, **kwargs
     )
@@ -289,7 +289,7 @@ def test_argmax_codes_phase_freezes_the_tokenizer_momentum_included(rng):
 
 
 def test_schedules_reject_a_model_without_the_variable(rng):
-    model = tiny_model("vqvae")
+    model = tiny_model("vq")
     model.compile()
     with pytest.raises(ValueError, match="`temperature` variable.*VectorQuantizer"):
         model.fit(images(rng), epochs=1, callbacks=[TemperatureAnnealing()], verbose=0)

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 
+from keras_dvq.data.datasets import images_of
 from keras_dvq.layers.quantizer import not_initializable_message
 from keras_dvq.utils.validation import check_positive_int
 
@@ -98,7 +99,7 @@ def _sample_images(data, count, rng):
     if hasattr(data, "as_numpy_iterator"):
         batches, total = [], 0
         for element in data.as_numpy_iterator():
-            images = _images_of(element)
+            images = np.asarray(images_of(element))
             if images.ndim == 3:  # an unbatched dataset
                 images = images[None]
             batches.append(images)
@@ -108,17 +109,9 @@ def _sample_images(data, count, rng):
         if not batches:
             raise ValueError("Argument `data` of KMeansInit is an empty dataset.")
         return np.concatenate(batches)[:count]
-    images = _images_of(data)
+    images = np.asarray(images_of(data))
     if len(images) == 0:
         raise ValueError("Argument `data` of KMeansInit holds no images.")
     if len(images) > count:
         images = images[np.sort(rng.choice(len(images), count, replace=False))]
     return np.asarray(images)
-
-
-def _images_of(element):
-    if isinstance(element, dict):
-        return np.asarray(element["image"])
-    if isinstance(element, (tuple, list)):
-        return np.asarray(element[0])
-    return np.asarray(element)

@@ -353,11 +353,13 @@ def count_images(batches):
         return None
     first = next(iter(batches.take(1)))
     last = next(iter(batches.skip(num_batches - 1)))
-    first, last = (_image_entry(batch) for batch in (first, last))
+    first, last = (images_of(batch) for batch in (first, last))
     return (num_batches - 1) * int(first.shape[0]) + int(last.shape[0])
 
 
-def _image_entry(batch):
+def images_of(batch):
+    """The images of a dataset element: the `"image"` of a tfds dict, the
+    first of an `(images, labels)` pair, or the element itself."""
     if isinstance(batch, dict):
         return batch["image"]
     if isinstance(batch, (tuple, list)):

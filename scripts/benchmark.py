@@ -58,6 +58,7 @@ from benchmarks.report import format_table  # noqa: E402
 from benchmarks.report import machine_info  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
 from benchmarks.run import launch  # noqa: E402
+from keras_dvq.utils import cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -98,8 +99,11 @@ def tasks(models, mixed_precision):
     return planned
 
 
-def main(argv=None):
-    args = parse_args(argv)
+class MeasurementsFailed(RuntimeError):
+    """Some measurements ended in an error (each is in the report)."""
+
+
+def benchmark(args):
     backends = args.backend.split(",") if args.backend else installed_backends()
     models = args.models.split(",")
     config = settings(args.quick, args.batch_size, args.rounds)
@@ -118,7 +122,22 @@ def main(argv=None):
     write_report(report, args.out)
     print(format_table(report))
     print(f"\nWrote {args.out}")
-    return 1 if failures(report) else 0
+    failed = failures(report)
+    if failed:
+        raise MeasurementsFailed(
+            f"{len(failed)} measurement(s) failed, the first: {failed[0]} "
+            f"(all in {args.out})"
+        )
+
+
+def main(argv=None):
+    return cli.run(
+        "benchmark.py",
+        parse_args,
+        benchmark,
+        argv,
+        outcomes={MeasurementsFailed: (1, lambda args, error: str(error))},
+    )
 
 
 def installed_backends():

@@ -112,3 +112,15 @@ def test_fit_and_mixed_precision_rows_follow_the_deepmind_model():
         "usage_mixed_bfloat16",
     ]
     assert ("fit_mixed_bfloat16", "fit", "mixed_bfloat16") in planned
+
+
+@pytest.mark.backend_independent
+def test_failed_measurements_exit_1_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "launch", lambda *args: {"error": "no GPU seen"})
+    out = tmp_path / "report.json"
+    argv = ["--backend", "tensorflow", "--models", "deepmind", "--quick"]
+    assert benchmark.main([*argv, "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("benchmark.py: error: ")
+    assert "measurement(s) failed, the first: no GPU seen" in error
+    assert error.count("\n") == 1 and out.exists()  # the report is written

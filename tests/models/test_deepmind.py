@@ -108,15 +108,17 @@ def test_parameter_counts_of_the_original_vqvae(vq_flavor):
     assert count(model.trainable_weights) == ORIGINAL_TRAINABLE[vq_flavor]
     names = sorted(v.path.split("/")[-1] for v in model.non_trainable_weights)
     if vq_flavor == "gumbel":
-        # Scalars that callbacks set, and the balancing offset of the logits.
+        # Scalars that schedules and callbacks set, the step count the
+        # in-graph schedules read, and the balancing offset of the logits.
         assert names == [
             "argmax_codes",
             "diversity_weight",
+            "iterations",
             "kl_weight",
             "logit_offset",
             "temperature",
         ]
-        assert count(model.non_trainable_weights) == 4 + 512
+        assert count(model.non_trainable_weights) == 5 + 512
     else:
         assert names == []
 

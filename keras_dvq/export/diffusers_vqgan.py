@@ -149,8 +149,11 @@ def model_arguments(config, directory):
         "enc_dec_flavor": "vqgan",
         "num_embeddings": config.get("num_vq_embeddings", 256),
         "embedding_dim": config.get("vq_embed_dim") or latent_channels,
-        # Training goes on from the released codebook by gradients, as taming.
+        # Training goes on from the released codebook by gradients, with
+        # taming's quantizer loss: codebook term + 0.25 x commitment term.
         "use_ema": False,
+        "commitment_cost": 0.25,
+        "latent_loss_weight": 1.0,
         "image_channels": config.get("in_channels", 3),
         "enc_dec_kwargs": {
             "ch": widths[0],

@@ -69,7 +69,12 @@ def converted(reference, tmp_path_factory):
     result = run_script("convert_vqgan", reference["directory"], out)
     assert result.code == 0, result.err[-2000:]
     assert "16 codes, stride 2" in result.out
-    return keras.saving.load_model(out)
+    model = keras.saving.load_model(out)
+    # taming's quantizer loss, for fine-tuning: codebook + 0.25 x commitment.
+    quantizer = model.quantizer
+    assert not quantizer.use_ema and quantizer.latent_loss_weight == 1.0
+    assert quantizer.commitment_cost == 0.25
+    return model
 
 
 def test_token_ids_equal_diffusers(converted, reference, images):

@@ -198,11 +198,18 @@ def encoder_decoder_arguments(enc_dec_flavor, n_hid=None, enc_dec_kwargs=None):
         kwargs["n_hid"] = n_hid
     accepted = [_named_parameters(cls) for cls in classes]
     for name, value in kwargs.items():
-        if name == "output_channels" or not any(name in names for names in accepted):
+        if name == "output_channels":
+            raise ValueError(
+                "Argument `enc_dec_kwargs` must not hold `output_channels`: the "
+                "decoder's follow the loss and the image channels. Received: "
+                f"output_channels={value!r}"
+            )
+        if not any(name in names for names in accepted):
             raise ValueError(
                 f"Argument `{name}` does not apply to enc_dec_flavor="
-                f"{enc_dec_flavor!r} (the decoder's output_channels follow the "
-                f"loss and the image channels). Received: {name}={value!r}"
+                f"{enc_dec_flavor!r}, whose encoder and decoder take "
+                f"{sorted(set().union(*accepted) - {'output_channels'})}. "
+                f"Received: {name}={value!r}"
             )
     return tuple(
         {name: value for name, value in kwargs.items() if name in names}

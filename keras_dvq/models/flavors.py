@@ -19,6 +19,8 @@ from keras_dvq.models.dalle import DalleDecoder
 from keras_dvq.models.dalle import DalleEncoder
 from keras_dvq.models.deepmind import DeepMindDecoder
 from keras_dvq.models.deepmind import DeepMindEncoder
+from keras_dvq.models.vqgan import VQGANDecoder
+from keras_dvq.models.vqgan import VQGANEncoder
 from keras_dvq.utils.validation import check_choice
 from keras_dvq.utils.validation import check_positive_int
 
@@ -108,6 +110,7 @@ ENCODER_DECODERS = FlavorRegistry(
     {
         "deepmind": (DeepMindEncoder, DeepMindDecoder),
         "dalle": (DalleEncoder, DalleDecoder),
+        "vqgan": (VQGANEncoder, VQGANDecoder),
     },
     # The DALL-E dVAE's network, released by OpenAI: the classes are Dalle*.
     aliases={"openai": "dalle"},
@@ -127,9 +130,10 @@ def model_arguments(
     loss_flavor="l2",
     num_embeddings=None,
     embedding_dim=None,
-    n_hid=64,
+    n_hid=None,
     image_channels=3,
     seed_faithful=False,
+    enc_dec_kwargs=None,
     **quantizer_kwargs,
 ):
     """The `VQVAE` constructor arguments of `VQVAE.from_flavors` (whose
@@ -160,12 +164,62 @@ def model_arguments(
         quantizer_kwargs = {**FLAVOR_DEFAULTS.get(vq_flavor, {}), **quantizer_kwargs}
     encoder_class, decoder_class = ENCODER_DECODERS[enc_dec_flavor]
     output_channels = image_channels * reconstruction_loss.params_per_channel
+    encoder_kwargs, decoder_kwargs = encoder_decoder_arguments(
+        enc_dec_flavor, n_hid, enc_dec_kwargs
+    )
     return {
-        "encoder": encoder_class(n_hid=n_hid, name="encoder"),
+        "encoder": encoder_class(name="encoder", **encoder_kwargs),
         "quantizer": quantizer_class(name="quantizer", **quantizer_kwargs),
         "decoder": decoder_class(
-            n_hid=n_hid, output_channels=output_channels, name="decoder"
+            output_channels=output_channels, name="decoder", **decoder_kwargs
         ),
         "reconstruction_loss": reconstruction_loss,
         "image_channels": image_channels,
+    }
+
+
+def encoder_decoder_arguments(enc_dec_flavor, n_hid=None, enc_dec_kwargs=None):
+    """The encoder's and the decoder's keyword arguments of `enc_dec_flavor`.
+
+    Each argument goes to the classes whose constructors take it, so a flavor
+    needs no code here for its own arguments (e.g. `ch_mult` of `"vqgan"`).
+    `n_hid=None` keeps the flavor's default width; a width or an argument
+    that neither class takes raises `ValueError`, as does `output_channels`,
+    which the loss decides.
+    """
+    classes = ENCODER_DECODERS[enc_dec_flavor]
+    kwargs = dict(enc_dec_kwargs or {})
+    if "n_hid" in kwargs:
+        raise ValueError(
+            "Argument `enc_dec_kwargs` must not hold `n_hid`; pass `n_hid` "
+            f"itself. Received: enc_dec_kwargs={enc_dec_kwargs}"
+        )
+    if n_hid is not None:
+        kwargs["n_hid"] = n_hid
+    accepted = [_named_parameters(cls) for cls in classes]
+    for name, value in kwargs.items():
+        if name == "output_channels":
+            raise ValueError(
+                "Argument `enc_dec_kwargs` must not hold `output_channels`: the "
+                "decoder's follow the loss and the image channels. Received: "
+                f"output_channels={value!r}"
+            )
+        if not any(name in names for names in accepted):
+            raise ValueError(
+                f"Argument `{name}` does not apply to enc_dec_flavor="
+                f"{enc_dec_flavor!r}, whose encoder and decoder take "
+                f"{sorted(set().union(*accepted) - {'output_channels'})}. "
+                f"Received: {name}={value!r}"
+            )
+    return tuple(
+        {name: value for name, value in kwargs.items() if name in names}
+        for names in accepted
+    )
+
+
+def _named_parameters(cls):
+    return {
+        name
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
     }

@@ -112,9 +112,10 @@ class VQVAE(keras.Model):
         loss_flavor="l2",
         num_embeddings=None,
         embedding_dim=None,
-        n_hid=64,
+        n_hid=None,
         image_channels=3,
         seed_faithful=False,
+        enc_dec_kwargs=None,
         **quantizer_kwargs,
     ):
         """Builds a model from the original repo's flags and defaults.
@@ -130,21 +131,32 @@ class VQVAE(keras.Model):
                 (`FiniteScalarQuantizer`), `"lfq"` (`LookupFreeQuantizer`) or
                 `"rvq"` (`ResidualVectorQuantizer`). The old name `"vqvae"`
                 still gives `"vq"`, with a `FutureWarning`.
-            enc_dec_flavor: `"deepmind"` (stride 4) or `"dalle"` (DALL-E
-                dVAE, stride 8; `DalleEncoder`, `DalleDecoder`). The old name
-                `"openai"` still gives `"dalle"`, with a `FutureWarning`.
+            enc_dec_flavor: `"deepmind"` (stride 4), `"dalle"` (DALL-E
+                dVAE, stride 8; `DalleEncoder`, `DalleDecoder`) or `"vqgan"`
+                (taming's VQGAN network, stride `2 ** (len(ch_mult) - 1)`;
+                `VQGANEncoder`, `VQGANDecoder`, sized by `enc_dec_kwargs`).
+                The old name `"openai"` still gives `"dalle"`, with a
+                `FutureWarning`.
             loss_flavor: `"l2"` (Gaussian) or `"logit_laplace"`.
             num_embeddings: int or `None`. Codebook size (per stage for
                 `"rvq"`); `None` keeps the quantizer's default (512). FSQ and
                 LFQ have no such argument: pass `levels` or `codebook_bits`.
             embedding_dim: int or `None`. Code size; `None` keeps the
                 quantizer's default (64).
-            n_hid: int. Base width of encoder and decoder (the original
-                repo's flag; the token prior's `hidden_dim` is another
-                network's width).
+            n_hid: int or `None`. Base width of the `"deepmind"` and
+                `"dalle"` encoder and decoder (the original repo's flag; the
+                token prior's `hidden_dim` is another network's width); `None`
+                keeps their default, 64. `"vqgan"` takes `ch` in
+                `enc_dec_kwargs` instead.
             image_channels: int. Channels of the images.
             seed_faithful: bool. The original repo's VQ recipe (gradient
                 codebook, no restarts) instead of the healthier default.
+            enc_dec_kwargs: dict or `None`. The encoder/decoder flavor's own
+                arguments, each given to the encoder and/or decoder class
+                that takes it, e.g. `{"ch": 64, "ch_mult": (1, 2, 2),
+                "attn_levels": (2,), "z_channels": 64}` for `"vqgan"` or
+                `{"n_blk_per_group": 1}` for `"dalle"`. An argument neither
+                class takes raises `ValueError`.
             **quantizer_kwargs: further arguments of the quantizer class, e.g.
                 `dead_code_threshold=2.0`, `straight_through=True`,
                 `levels=(8, 8, 8)` or `num_quantizers=8`; they override the
@@ -161,6 +173,7 @@ class VQVAE(keras.Model):
                 n_hid=n_hid,
                 image_channels=image_channels,
                 seed_faithful=seed_faithful,
+                enc_dec_kwargs=enc_dec_kwargs,
                 **quantizer_kwargs,
             )
         )

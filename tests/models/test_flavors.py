@@ -29,7 +29,8 @@ RENAMED = {"vqvae": ("vq_flavor", "vq"), "openai": ("enc_dec_flavor", "dalle")}
         ),
         (
             {"enc_dec_flavor": "taming"},
-            "enc_dec_flavor.*'deepmind', 'dalle', 'openai'.*enc_dec_flavor='taming'",
+            "enc_dec_flavor.*'deepmind', 'dalle', 'vqgan', 'openai'"
+            ".*enc_dec_flavor='taming'",
         ),
         ({"loss_flavor": "mse"}, "loss_flavor.*loss_flavor='mse'"),
         ({"n_hid": 0}, "n_hid=0"),
@@ -82,7 +83,7 @@ def test_the_new_names_build_what_they_name():
 
 def test_registries_list_new_names_first_and_resolve_old_ones():
     assert QUANTIZERS.choices == ("vq", "gumbel", "fsq", "lfq", "rvq", "vqvae")
-    assert ENCODER_DECODERS.choices == ("deepmind", "dalle", "openai")
+    assert ENCODER_DECODERS.choices == ("deepmind", "dalle", "vqgan", "openai")
     # Iteration, as a dict's, gives the current names only.
     assert list(QUANTIZERS) == ["vq", "gumbel", "fsq", "lfq", "rvq"]
     assert "vqvae" in QUANTIZERS and "vqa" not in QUANTIZERS
@@ -104,6 +105,6 @@ def test_flags_accept_old_names_as_new_ones():
     assert len(record) == 2
     args = parser.parse_args(["--vq_flavor", "gumbel", "--enc_dec_flavor", "dalle"])
     assert (args.vq_flavor, args.enc_dec_flavor) == ("gumbel", "dalle")
-    assert "{deepmind,dalle,openai}" in parser.format_help()
+    assert "{deepmind,dalle,vqgan,openai}" in parser.format_help()
     with pytest.raises(SystemExit):
         parser.parse_args(["--enc_dec_flavor", "taming"])

@@ -1,6 +1,7 @@
 """`TrainingConfig`: everything that defines a tokenizer's training run."""
 
 import dataclasses
+import inspect
 
 from keras_dvq.models.flavors import ENCODER_DECODERS
 from keras_dvq.models.flavors import QUANTIZERS
@@ -18,6 +19,25 @@ FLAVOR_OPTIONS = {
 }
 # The flavors whose quantizers size codes by num_embeddings and embedding_dim.
 SIZED_BY_EMBEDDINGS = ("vq", "gumbel", "rvq")
+
+
+def networks_sized_by_n_hid():
+    """The `enc_dec_flavor` names (old ones included) whose networks take
+    `n_hid`, the width a `TrainingConfig` sets. Others (the vqgan network:
+    `ch`, `ch_mult`, ...) are built from Python with `enc_dec_kwargs` until the
+    training run carries their arguments."""
+    sized = {
+        name
+        for name in ENCODER_DECODERS
+        if "n_hid" in inspect.signature(ENCODER_DECODERS[name][0]).parameters
+    }
+    return tuple(
+        name
+        for name in ENCODER_DECODERS.choices
+        if ENCODER_DECODERS.aliases.get(name, name) in sized
+    )
+
+
 # Settings that do not define the run (left out of run_config.json, which
 # --resume compares), and those a resumed run may change (after a divergence).
 NOT_RUN_CONFIG = ("out", "resume", "gpus", "hparams", "data_dir", "backup_every")
@@ -113,6 +133,14 @@ class TrainingConfig:
             )
         except ValueError as error:
             raise BadInput(str(error)) from error
+        if self.enc_dec_flavor not in networks_sized_by_n_hid():
+            raise BadInput(
+                f"--enc_dec_flavor {self.enc_dec_flavor}: its network takes its own "
+                "arguments, which a training run does not set yet; build it with "
+                "VQVAE.from_flavors(enc_dec_kwargs=...) (docs/python_api.md). "
+                "Expected one of "
+                f"{[n for n in networks_sized_by_n_hid() if n in ENCODER_DECODERS]}."
+            )
         if self.lr_decay not in LEARNING_RATE_DECAYS:
             raise BadInput(
                 f"lr_decay must be one of {sorted(LEARNING_RATE_DECAYS)}, got "

@@ -18,6 +18,7 @@ from keras_dvq.training.builders import LEARNING_RATE
 from keras_dvq.training.builders import LEARNING_RATE_DECAYS
 from keras_dvq.training.config import SIZED_BY_EMBEDDINGS
 from keras_dvq.training.config import TrainingConfig
+from keras_dvq.training.config import networks_sized_by_n_hid
 from keras_dvq.utils.cli import non_negative_float
 from keras_dvq.utils.cli import non_negative_int
 from keras_dvq.utils.cli import positive_float
@@ -31,7 +32,7 @@ def add_model_flags(parser):
     add = parser.add_argument
     add(
         "--enc_dec_flavor",
-        choices=ENCODER_DECODERS.choices,
+        choices=networks_sized_by_n_hid(),
         type=ENCODER_DECODERS.flag_type,
         default="deepmind",
     )

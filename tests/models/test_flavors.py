@@ -105,6 +105,7 @@ def test_flags_accept_old_names_as_new_ones():
     assert len(record) == 2
     args = parser.parse_args(["--vq_flavor", "gumbel", "--enc_dec_flavor", "dalle"])
     assert (args.vq_flavor, args.enc_dec_flavor) == ("gumbel", "dalle")
-    assert "{deepmind,dalle,vqgan,openai}" in parser.format_help()
+    # vqgan takes its own arguments, which the training flags do not set yet.
+    assert "{deepmind,dalle,openai}" in parser.format_help()
     with pytest.raises(SystemExit):
         parser.parse_args(["--enc_dec_flavor", "taming"])

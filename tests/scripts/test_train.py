@@ -20,6 +20,7 @@ from keras_dvq.data import datasets as data_module
 from keras_dvq.training import flags as train_flags
 from keras_dvq.training import run as train_run
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
+from keras_dvq.training.config import TrainingConfig
 from keras_dvq.training.config import current_flavor_names
 from keras_dvq.utils.divergence import non_finite_variables
 from keras_dvq.utils.errors import BadInput
@@ -651,3 +652,14 @@ def test_old_flavor_names_parse_and_old_records_resume(tmp_path):
     assert compare(tmp_path, record, True, normalize=current_flavor_names) == {}
     with pytest.raises(BadInput, match='vq_flavor "vqvae"'):
         compare(tmp_path, record, True)
+
+
+def test_networks_with_their_own_arguments_are_refused_clearly(tmp_path, capsys):
+    """The vqgan network takes ch, ch_mult, ... which a training run does not
+    set yet: train.py does not offer it, and TrainingConfig says why."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_flags.parse_train_config(["--enc_dec_flavor", "vqgan", "--out", "x"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'vqgan'" in capsys.readouterr().err
+    with pytest.raises(BadInput, match=r"vqgan: its network takes its own arguments"):
+        TrainingConfig(out=str(tmp_path), enc_dec_flavor="vqgan")

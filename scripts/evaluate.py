@@ -16,6 +16,10 @@ no augmentation), decodes the tokens and measures against the originals:
   bits per image (bits per token x tokens per image);
 - speed: images/s of encode + decode over the split, after a warm-up batch.
 
+Each model runs at the image size it was trained at (an export: the size it
+serves; models saved before the size was recorded: 32) unless --image_size
+says otherwise; a size the model's stride does not divide is a one-line error.
+
 Prints a table, one row per model, and writes into --out `evaluation.json`,
 `reconstructions-<model>.png` per model and, for two or more models,
 `rate_distortion.png` (PSNR against bits per image).
@@ -39,6 +43,7 @@ from keras_dvq.data.datasets import load_dataset  # noqa: E402
 from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.evaluation.measures import SplitEvaluation  # noqa: E402
 from keras_dvq.evaluation.measures import to_unit_float  # noqa: E402
+from keras_dvq.export.token_dataset import default_image_size  # noqa: E402
 from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
 from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.atomic import write_text  # noqa: E402
@@ -73,7 +78,15 @@ def make_parser():
     add("--dataset", required=True, help="sample | folder:PATH | a tfds name")
     add("--split", choices=["validation", "train"], default="validation")
     add("--data_dir", default=None, help="tensorflow-datasets data directory")
-    add("--image_size", type=positive_int, default=32)
+    add(
+        "--image_size",
+        type=positive_int,
+        default=None,
+        help="side of the images (default: each model's training size, or the "
+        "size an export serves; 32 for models older than that record); another "
+        "size divisible by the stride is allowed: the networks are fully "
+        "convolutional",
+    )
     add("--batch_size", type=positive_int, default=128)
     add("--out", default=None, help="output directory (default: print only)")
     add("--num_shown", type=positive_int, default=16, help="images per grid")
@@ -83,6 +96,13 @@ def make_parser():
 
 def evaluate(args):
     tokenizers = [(path, load_tokenizer(path)) for path in args.models]
+    for path, tokenizer in tokenizers:  # before anything is written
+        image_size = args.image_size or default_image_size(tokenizer)
+        if image_size % tokenizer.stride:
+            raise BadInput(
+                f"--image_size {image_size}: {path} downsamples by "
+                f"{tokenizer.stride}, which must divide the image size."
+            )
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
@@ -104,7 +124,8 @@ def evaluate(args):
 def evaluate_tokenizer(tokenizer, args, verbose):
     """The yardstick's row for one tokenizer, and the images of its grid."""
     split = SplitEvaluation(tokenizer.vocabulary_size)
-    dataset = load_split(args)
+    image_size = args.image_size or default_image_size(tokenizer)
+    dataset = load_split(args, image_size)
     total = count_images(dataset)
     warm_up = next(iter(dataset.take(1).as_numpy_iterator()), None)
     if warm_up is None:
@@ -124,7 +145,8 @@ def evaluate_tokenizer(tokenizer, args, verbose):
     row = split.result()
     row["codes"] = f"{row['codes_used']} / {row['vocabulary_size']}"
     row["images_per_second"] = row["num_images"] / seconds
-    row["recon_loss"] = own_recon_loss(tokenizer, args)
+    row["image_size"] = image_size
+    row["recon_loss"] = own_recon_loss(tokenizer, args, image_size)
     row["backend"] = (
         keras.backend.backend()
         if tokenizer.kind == "keras"
@@ -133,12 +155,12 @@ def evaluate_tokenizer(tokenizer, args, verbose):
     return row, shown
 
 
-def load_split(args):
+def load_split(args, image_size):
     return load_dataset(
         args.dataset,
         args.split,
         batch_size=args.batch_size,
-        image_size=args.image_size,
+        image_size=image_size,
         data_dir=args.data_dir,
         shuffle=False,
         augment=False,
@@ -159,14 +181,14 @@ def run_tokenizer(tokenizer, images, args):
     return tokens, tokenizer.decode(tokens, batch_size=args.batch_size)
 
 
-def own_recon_loss(tokenizer, args):
+def own_recon_loss(tokenizer, args, image_size):
     """A `.keras` model's validation `recon_loss` (its reconstruction NLL,
     as train.py reports it); `None` for exports, which carry no likelihood."""
     model = getattr(tokenizer, "model", None)
     if model is None:
         return None
     model.compile()
-    logs = model.evaluate(load_split(args), return_dict=True, verbose=0)
+    logs = model.evaluate(load_split(args, image_size), return_dict=True, verbose=0)
     return float(logs["recon_loss"])
 
 
@@ -231,6 +253,7 @@ def write_results(rows, args):
         "command": shlex.join(["python", "scripts/evaluate.py", *args.argv]),
         "dataset": args.dataset,
         "split": args.split,
+        # The flag; null: each model at its own size (its row's image_size).
         "image_size": args.image_size,
         "psnr": "mean of per-image PSNRs in dB; psnr_of_mean_mse: PSNR of the "
         "split's mean MSE",

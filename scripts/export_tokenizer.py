@@ -45,7 +45,8 @@ def parse_args(argv=None):
         type=image_shape,
         default=None,
         help="H,W,C of served images; H and W may be 'none' for any size "
-        "divisible by the stride (default: none,none,C)",
+        "divisible by the stride (default: S,S,C at the size S the model was "
+        "trained at; none,none,C for models saved before they recorded it)",
     )
     parser.add_argument(
         "--max_image_size",
@@ -111,8 +112,14 @@ def export(args):
         raise BadInput(
             f"--version {version}: {path} exists; exports are never overwritten."
         )
+    image_shape = args.image_shape
+    if image_shape is None and getattr(model, "image_size", None):
+        # Served at the size it was trained at; --image_shape may say otherwise
+        # (the network is fully convolutional).
+        size = model.image_size
+        image_shape = (size, size, model.image_channels)
     export_tokenizer(
-        model, path, image_shape=args.image_shape, max_image_size=args.max_image_size
+        model, path, image_shape=image_shape, max_image_size=args.max_image_size
     )
     print(f"wrote {path}")
     print("\n".join(describe_signatures(path)))

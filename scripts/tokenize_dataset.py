@@ -50,6 +50,14 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", required=True, help="sample | folder:PATH | tfds")
     parser.add_argument("--split", choices=["train", "validation"], default="train")
     parser.add_argument("--data_dir", default=None, help="tensorflow-datasets dir")
+    parser.add_argument(
+        "--image_size",
+        type=cli.positive_int,
+        default=None,
+        help="side of the images (default: the size the model was trained at, "
+        "or the export serves; 32 for models older than that record); another "
+        "size divisible by the stride gives other token grids",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--format", choices=["npy", "tfrecord"], default="npy")
     parser.add_argument("--shard_size", type=cli.positive_int, default=10000)
@@ -66,6 +74,7 @@ def tokenize(args):
         model=args.model,
         tokenizer=args.tokenizer,
         data_dir=args.data_dir,
+        image_size=args.image_size,
         file_format=args.format,
         shard_size=args.shard_size,
         batch_size=args.batch_size,

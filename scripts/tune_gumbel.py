@@ -36,6 +36,8 @@ from keras_dvq.training import builders  # noqa: E402
 from keras_dvq.training import flags  # noqa: E402
 from keras_dvq.training.builders import GUMBEL_DEFAULTS  # noqa: E402
 from keras_dvq.training.builders import MODEL_FLAGS  # noqa: E402
+from keras_dvq.training.config import DEFAULT_IMAGE_SIZE  # noqa: E402
+from keras_dvq.training.config import check_image_size  # noqa: E402
 from keras_dvq.training.gumbel_search import OBJECTIVE  # noqa: E402
 from keras_dvq.training.gumbel_search import TUNERS  # noqa: E402
 from keras_dvq.training.gumbel_search import USAGE_METRICS  # noqa: E402
@@ -98,6 +100,8 @@ def check_search_flags(args):
         return
     with open(path) as file:
         recorded = json.load(file)
+    # Searches recorded before --image_size was a flag ran at 32 px.
+    recorded = {"image_size": DEFAULT_IMAGE_SIZE, **recorded}
     for key, value in flags.items():
         if recorded.get(key) != value:
             raise BadInput(
@@ -110,6 +114,7 @@ def check_search_flags(args):
 def tune(args):
     if args.report_only and not os.path.exists(os.path.join(args.out, SETTINGS_FILE)):
         raise BadInput(f"--out {args.out} holds no search to report on.")
+    check_image_size(args.image_size, args.enc_dec_flavor, args.n_hid)
     check_search_flags(args)
     model_flags = {key: getattr(args, key) for key in MODEL_FLAGS if key != "vq_flavor"}
     model_kwargs = {k: v for k, v in model_flags.items() if k != "batch_size"}
@@ -119,7 +124,11 @@ def tune(args):
         return report(args, tuner, model_flags)
     keras.utils.set_random_seed(args.seed)
     train_data, val_data = builders.load_splits(
-        args.dataset, args.batch_size, data_dir=args.data_dir, seed=args.seed
+        args.dataset,
+        args.batch_size,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        image_size=args.image_size,
     )
     epochs, steps_per_epoch = builders.run_length(
         int(train_data.cardinality()), args.max_steps

@@ -32,6 +32,9 @@ from keras_dvq.utils.run_directory import DirectoryInUse
 from keras_dvq.utils.run_directory import RunLock
 from keras_dvq.utils.validation import check_positive_int
 
+# The size of models saved before they recorded theirs (all were 32 px).
+DEFAULT_IMAGE_SIZE = 32
+
 
 def tokenize_dataset(
     out,
@@ -41,6 +44,7 @@ def tokenize_dataset(
     model=None,
     tokenizer=None,
     data_dir=None,
+    image_size=None,
     file_format="npy",
     shard_size=10000,
     batch_size=128,
@@ -57,6 +61,11 @@ def tokenize_dataset(
         tokenizer: a SavedModel directory of `export_tokenizer` (or pass
             `model`).
         data_dir: tensorflow-datasets' data directory, or `None`.
+        image_size: int or `None`. Side of the images tokenized; `None`:
+            the size the model was trained at (or an export serves), else
+            32 (models saved before the size was recorded). Another size
+            divisible by the stride is allowed (the networks are fully
+            convolutional: it gives larger or smaller token grids).
         file_format: `"npy"` or `"tfrecord"`.
         shard_size: int. Images per shard.
         batch_size: int. Images per encoder call.
@@ -83,6 +92,14 @@ def tokenize_dataset(
     check_positive_int("shard_size", shard_size)
     check_positive_int("batch_size", batch_size)
     opened = _open_tokenizer(model, tokenizer)
+    if image_size is None:
+        image_size = default_image_size(opened)
+    check_positive_int("image_size", image_size)
+    if image_size % opened.stride:
+        raise BadInput(
+            f"--image_size {image_size}: the tokenizer downsamples by "
+            f"{opened.stride}, which must divide the image size."
+        )
     with contextlib.ExitStack() as stack:
         # One run per `out`: a second one would interleave shards and metadata.
         try:
@@ -91,19 +108,26 @@ def tokenize_dataset(
             raise BadInput(f"--out {error}") from error
         atomic.remove_temporaries(out)
         return _tokenize(
-            opened, out, dataset, split, data_dir, file_format, shard_size, batch_size,
-            verbose,
+            opened, out, dataset, split, data_dir, image_size, file_format,
+            shard_size, batch_size, verbose,
         )  # fmt: skip
 
 
+def default_image_size(tokenizer):
+    """The image size to run `tokenizer` at when none is given: the one it
+    was trained at or is served at, else `DEFAULT_IMAGE_SIZE`."""
+    return tokenizer.image_size or DEFAULT_IMAGE_SIZE
+
+
 def _tokenize(
-    tokenizer, out, dataset, split, data_dir, file_format, shard_size, batch_size,
-    verbose,
+    tokenizer, out, dataset, split, data_dir, image_size, file_format, shard_size,
+    batch_size, verbose,
 ):  # fmt: skip
     names = class_names(dataset, data_dir)
     settings = {
         "dataset": dataset,
         "split": split,
+        "image_size": image_size,
         "shard_size": shard_size,
         "source": {
             "kind": tokenizer.kind,
@@ -121,6 +145,7 @@ def _tokenize(
         dataset,
         split,
         batch_size=batch_size,
+        image_size=image_size,
         data_dir=data_dir,
         shuffle=False,
         augment=False,

@@ -46,6 +46,8 @@ class KerasTokenizer:
         self.stride = self.model.stride
         self.image_channels = self.model.image_channels
         self.image_shape = (None, None, self.image_channels)
+        # The size it was trained at (None for files older than the record).
+        self.image_size = getattr(self.model, "image_size", None)
 
     def encode(self, images, batch_size=128):
         return self.model.encode(images, batch_size=batch_size)
@@ -84,6 +86,9 @@ class SavedModelTokenizer:
         self.stride = info["stride"]
         self.image_shape = tuple(info["image_shape"])
         self.image_channels = self.image_shape[-1]
+        # The served size, where the export fixes a square one.
+        height, width = self.image_shape[:2]
+        self.image_size = height if height is not None and height == width else None
         loaded = tf.saved_model.load(self.path)
         self._encode = loaded.signatures["encode"]
         self._decode = loaded.signatures["decode"]

@@ -59,6 +59,12 @@ class VQVAE(keras.Model):
         reconstruction_loss: `"l2"`, `"logit_laplace"` or a loss instance from
             `keras_dvq.losses`. Defaults to `"l2"`.
         image_channels: int. Channels of the images. Defaults to `3`.
+        image_size: int or `None`. Side of the square images the model was
+            trained at, divisible by the encoder's stride: the size that
+            scripts (export, tokenize, evaluate) default to. The network is
+            fully convolutional and takes any size divisible by the stride;
+            this only records the training one. `None` (files written before
+            it was recorded): unknown. Defaults to `None`.
         **kwargs: base model keyword arguments, such as `name`.
 
     Example:
@@ -79,6 +85,7 @@ class VQVAE(keras.Model):
         decoder,
         reconstruction_loss="l2",
         image_channels=3,
+        image_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,6 +95,14 @@ class VQVAE(keras.Model):
         self.reconstruction_loss = losses.get(reconstruction_loss)
         self.image_channels = check_positive_int("image_channels", image_channels)
         self.stride = getattr(encoder, "stride", None)
+        if image_size is not None:
+            check_positive_int("image_size", image_size)
+            if self.stride and image_size % self.stride:
+                raise ValueError(
+                    "Argument `image_size` must be divisible by the encoder "
+                    f"stride {self.stride}. Received: image_size={image_size}"
+                )
+        self.image_size = image_size
         expected = image_channels * self.reconstruction_loss.params_per_channel
         received = getattr(decoder, "output_channels", expected)
         if received != expected:
@@ -116,6 +131,7 @@ class VQVAE(keras.Model):
         image_channels=3,
         seed_faithful=False,
         enc_dec_kwargs=None,
+        image_size=None,
         **quantizer_kwargs,
     ):
         """Builds a model from the original repo's flags and defaults.
@@ -157,6 +173,8 @@ class VQVAE(keras.Model):
                 "attn_levels": (2,), "z_channels": 64}` for `"vqgan"` or
                 `{"n_blk_per_group": 1}` for `"dalle"`. An argument neither
                 class takes raises `ValueError`.
+            image_size: int or `None`. The training image size to record
+                (see the class's `image_size`).
             **quantizer_kwargs: further arguments of the quantizer class, e.g.
                 `dead_code_threshold=2.0`, `straight_through=True`,
                 `levels=(8, 8, 8)` or `num_quantizers=8`; they override the
@@ -175,7 +193,8 @@ class VQVAE(keras.Model):
                 seed_faithful=seed_faithful,
                 enc_dec_kwargs=enc_dec_kwargs,
                 **quantizer_kwargs,
-            )
+            ),
+            image_size=image_size,
         )
 
     def build(self, input_shape):
@@ -346,6 +365,7 @@ class VQVAE(keras.Model):
                 self.reconstruction_loss
             ),
             "image_channels": self.image_channels,
+            "image_size": self.image_size,
         }
 
     @classmethod

@@ -73,8 +73,31 @@ GUMBEL_DEFAULTS = {
 }
 
 
-# The model flags a tuned recipe pins down besides GUMBEL_DEFAULTS; with them,
-# the keys a `train.py --hparams` JSON file may hold (flags of the same name).
+# The arguments of one quantizer flavor each (None: the quantizer's default).
+FLAVOR_OPTIONS = {
+    "vq": ("use_cosine_sim", "rotation_trick"),
+    "fsq": ("levels",),
+    "lfq": ("codebook_bits", "entropy_loss_weight"),
+    "rvq": ("num_quantizers", "quantizer_dropout"),
+}
+# The arguments of one encoder/decoder flavor each (None: the network's
+# default), given to `VQVAE.from_flavors` as `enc_dec_kwargs`.
+NETWORK_OPTIONS = {
+    "vqgan": (
+        "ch",
+        "ch_mult",
+        "num_res_blocks",
+        "attn_levels",
+        "z_channels",
+        "dropout",
+        "norm_groups",
+    ),
+}
+
+
+# The model flags a tuned recipe pins down besides GUMBEL_DEFAULTS; with them
+# and the flavors' options, the keys a `train.py --hparams` JSON file may hold
+# (flags of the same name).
 MODEL_FLAGS = (
     "vq_flavor",
     "enc_dec_flavor",
@@ -83,19 +106,33 @@ MODEL_FLAGS = (
     "embedding_dim",
     "n_hid",
     "batch_size",
+    "image_size",
 )
 
 
-HPARAM_KEYS = MODEL_FLAGS + tuple(GUMBEL_DEFAULTS)
+HPARAM_KEYS = (
+    MODEL_FLAGS
+    + tuple(GUMBEL_DEFAULTS)
+    + tuple(name for names in FLAVOR_OPTIONS.values() for name in names)
+    + tuple(name for names in NETWORK_OPTIONS.values() for name in names)
+)
 
 
-def load_splits(dataset, batch_size, data_dir=None, seed=None):
-    """The training and validation pipelines of `load_dataset`; raises
-    `ValueError` where the training split holds less than one batch."""
+def load_splits(dataset, batch_size, data_dir=None, seed=None, image_size=32):
+    """The training and validation pipelines of `load_dataset` at
+    `image_size`; raises `BadInput` where the training split holds less than
+    one batch."""
     train_data = load_dataset(
-        dataset, "train", batch_size, data_dir=data_dir, seed=seed
+        dataset,
+        "train",
+        batch_size,
+        image_size=image_size,
+        data_dir=data_dir,
+        seed=seed,
     )
-    val_data = load_dataset(dataset, "validation", batch_size, data_dir=data_dir)
+    val_data = load_dataset(
+        dataset, "validation", batch_size, image_size=image_size, data_dir=data_dir
+    )
     if int(train_data.cardinality()) < 1:
         raise BadInput(
             f"--dataset {dataset}: fewer training images than one batch of "

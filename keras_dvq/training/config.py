@@ -5,27 +5,24 @@ import inspect
 
 from keras_dvq.models.flavors import ENCODER_DECODERS
 from keras_dvq.models.flavors import QUANTIZERS
+from keras_dvq.models.flavors import encoder_decoder_arguments
+from keras_dvq.training.builders import FLAVOR_OPTIONS
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import LEARNING_RATE
 from keras_dvq.training.builders import LEARNING_RATE_DECAYS
+from keras_dvq.training.builders import NETWORK_OPTIONS
 from keras_dvq.utils.errors import BadInput
 
-# The arguments of one quantizer flavor each (None: the quantizer's default).
-FLAVOR_OPTIONS = {
-    "vq": ("use_cosine_sim", "rotation_trick"),
-    "fsq": ("levels",),
-    "lfq": ("codebook_bits", "entropy_loss_weight"),
-    "rvq": ("num_quantizers", "quantizer_dropout"),
-}
 # The flavors whose quantizers size codes by num_embeddings and embedding_dim.
 SIZED_BY_EMBEDDINGS = ("vq", "gumbel", "rvq")
+# The image size of runs recorded before it was a setting.
+DEFAULT_IMAGE_SIZE = 32
 
 
 def networks_sized_by_n_hid():
     """The `enc_dec_flavor` names (old ones included) whose networks take
-    `n_hid`, the width a `TrainingConfig` sets. Others (the vqgan network:
-    `ch`, `ch_mult`, ...) are built from Python with `enc_dec_kwargs` until the
-    training run carries their arguments."""
+    `n_hid`, the width a `TrainingConfig` sets. Others (the vqgan network)
+    take the options of `NETWORK_OPTIONS` instead."""
     sized = {
         name
         for name in ENCODER_DECODERS
@@ -36,6 +33,48 @@ def networks_sized_by_n_hid():
         for name in ENCODER_DECODERS.choices
         if ENCODER_DECODERS.aliases.get(name, name) in sized
     )
+
+
+def encoder_stride(enc_dec_flavor, n_hid=None, network_options=None):
+    """The downsampling factor of the encoder that `enc_dec_flavor` builds
+    with these arguments (`ValueError` for arguments it cannot take)."""
+    encoder_kwargs, _ = encoder_decoder_arguments(
+        enc_dec_flavor, n_hid, network_options
+    )
+    return ENCODER_DECODERS[enc_dec_flavor][0](**encoder_kwargs).stride
+
+
+def check_image_size(image_size, enc_dec_flavor, n_hid=None, network_options=None):
+    """`BadInput` (naming the flag) unless the encoder's stride divides
+    `image_size`; returns the stride."""
+    try:
+        stride = encoder_stride(enc_dec_flavor, n_hid, network_options)
+    except ValueError as error:  # the network's own argument checks: flags
+        raise BadInput(str(error)) from error
+    if image_size % stride:
+        raise BadInput(
+            f"--image_size {image_size}: the {enc_dec_flavor} encoder downsamples "
+            f"by {stride}, which must divide the image size (e.g. "
+            f"{max(stride, image_size // stride * stride)} or "
+            f"{(image_size // stride + 1) * stride})."
+        )
+    return stride
+
+
+def flavor_options(config, table, argument):
+    """The options of `table` (a flavor -> option names dict) that `config`
+    sets, for the flavor `config` has in `argument`; `BadInput` for one of
+    another flavor."""
+    chosen = getattr(config, argument)
+    options = {}
+    for flavor, names in table.items():
+        for name in names:
+            if getattr(config, name) is None:
+                continue
+            if flavor != chosen:
+                raise BadInput(f"--{name} applies to --{argument} {flavor} only.")
+            options[name] = getattr(config, name)
+    return options
 
 
 # Settings that do not define the run (left out of run_config.json, which
@@ -50,8 +89,11 @@ class TrainingConfig:
 
     Fields left `None` take their flavor's default: the learning rate and the
     Gumbel hyperparameters (`GUMBEL_DEFAULTS` for `vq_flavor="gumbel"`,
-    `LEARNING_RATE` otherwise) and the quantizer options of `FLAVOR_OPTIONS`
-    (the quantizer's own defaults). `train_tokenizer` runs it.
+    `LEARNING_RATE` otherwise), the quantizer options of `FLAVOR_OPTIONS`
+    (the quantizer's own defaults) and the network options of
+    `NETWORK_OPTIONS` (the network's own defaults). `n_hid` goes only to
+    networks that take it (`networks_sized_by_n_hid`). `train_tokenizer` runs
+    it.
 
     Args:
         out: the run's output directory.
@@ -59,6 +101,8 @@ class TrainingConfig:
         data_dir: tensorflow-datasets' data directory.
         vq_flavor, enc_dec_flavor, loss_flavor, num_embeddings,
         embedding_dim, n_hid, batch_size, seed: the original repo's flags.
+        image_size: side of the square training images; the encoder's
+            stride must divide it. The model records it.
         max_steps: training steps, rounded up to whole epochs of at most one
             pass over the training split.
         epochs: full passes instead of `max_steps`, or `None`.
@@ -74,6 +118,7 @@ class TrainingConfig:
         learning_rate ... decoder_learning_rate, straight_through: the
             learning rate and the Gumbel flavor's hyperparameters.
         use_cosine_sim ... quantizer_dropout: quantizer options.
+        ch ... norm_groups: the vqgan network's options (`VQGANEncoder`).
 
     Example:
 
@@ -93,6 +138,7 @@ class TrainingConfig:
     embedding_dim: int = 64
     n_hid: int = 64
     batch_size: int = 128
+    image_size: int = DEFAULT_IMAGE_SIZE
     seed: int = 0
     max_steps: int = 1500
     epochs: int | None = None
@@ -122,6 +168,13 @@ class TrainingConfig:
     entropy_loss_weight: float | None = None
     num_quantizers: int | None = None
     quantizer_dropout: float | None = None
+    ch: int | None = None
+    ch_mult: tuple | None = None
+    num_res_blocks: int | None = None
+    attn_levels: tuple | None = None
+    z_channels: int | None = None
+    dropout: float | None = None
+    norm_groups: int | None = None
 
     def __post_init__(self):
         # Old flavor names ("vqvae", "openai") become the new ones, with a
@@ -133,14 +186,6 @@ class TrainingConfig:
             )
         except ValueError as error:
             raise BadInput(str(error)) from error
-        if self.enc_dec_flavor not in networks_sized_by_n_hid():
-            raise BadInput(
-                f"--enc_dec_flavor {self.enc_dec_flavor}: its network takes its own "
-                "arguments, which a training run does not set yet; build it with "
-                "VQVAE.from_flavors(enc_dec_kwargs=...) (docs/python_api.md). "
-                "Expected one of "
-                f"{[n for n in networks_sized_by_n_hid() if n in ENCODER_DECODERS]}."
-            )
         if self.lr_decay not in LEARNING_RATE_DECAYS:
             raise BadInput(
                 f"lr_decay must be one of {sorted(LEARNING_RATE_DECAYS)}, got "
@@ -165,33 +210,50 @@ class TrainingConfig:
 
     def quantizer_options(self):
         """The quantizer arguments set (`BadInput` for one of another flavor)."""
-        options = {}
-        for flavor, names in FLAVOR_OPTIONS.items():
-            for name in names:
-                if getattr(self, name) is None:
-                    continue
-                if flavor != self.vq_flavor:
-                    raise BadInput(f"--{name} applies to --vq_flavor {flavor} only.")
-                options[name] = getattr(self, name)
-        return options
+        return flavor_options(self, FLAVOR_OPTIONS, "vq_flavor")
+
+    def network_options(self):
+        """The encoder/decoder arguments set besides `n_hid` (`BadInput` for
+        one of another flavor), `VQVAE.from_flavors`' `enc_dec_kwargs`."""
+        return flavor_options(self, NETWORK_OPTIONS, "enc_dec_flavor")
+
+    def network_width(self):
+        """`n_hid` for networks that take it, else `None`."""
+        takes_it = self.enc_dec_flavor in networks_sized_by_n_hid()
+        return self.n_hid if takes_it else None
+
+    def check_image_size(self):
+        """`BadInput` unless the encoder's stride divides `image_size` (or
+        the network's options are bad); returns the stride."""
+        return check_image_size(
+            self.image_size,
+            self.enc_dec_flavor,
+            self.network_width(),
+            self.network_options(),
+        )
 
     def run_record(self):
         """What defines the run, for run_config.json: the settings without
         `NOT_RUN_CONFIG` and unset flavor defaults, plus the hyperparameters
         in use."""
-        optional = set(GUMBEL_DEFAULTS).union(*FLAVOR_OPTIONS.values())
+        optional = set(GUMBEL_DEFAULTS).union(
+            *FLAVOR_OPTIONS.values(), *NETWORK_OPTIONS.values()
+        )
         record = {
             key: value
             for key, value in dataclasses.asdict(self).items()
             if key not in NOT_RUN_CONFIG and not (key in optional and value is None)
         }
+        if self.network_width() is None:  # a width the network never saw
+            del record["n_hid"]
         return {**record, **self.recipe_hparams()}
 
 
 def current_flavor_names(record):
     """A stored run record with its flavor names as they are now called
-    (records of runs begun before the renames hold "vqvae" or "openai")."""
-    record = dict(record)
+    (records of runs begun before the renames hold "vqvae" or "openai") and
+    the image size of runs recorded before it was a setting."""
+    record = {"image_size": DEFAULT_IMAGE_SIZE, **record}
     for key, registry in (
         ("vq_flavor", QUANTIZERS),
         ("enc_dec_flavor", ENCODER_DECODERS),

@@ -16,6 +16,7 @@ from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import HPARAM_KEYS
 from keras_dvq.training.builders import LEARNING_RATE
 from keras_dvq.training.builders import LEARNING_RATE_DECAYS
+from keras_dvq.training.config import DEFAULT_IMAGE_SIZE
 from keras_dvq.training.config import SIZED_BY_EMBEDDINGS
 from keras_dvq.training.config import TrainingConfig
 from keras_dvq.training.config import networks_sized_by_n_hid
@@ -26,13 +27,15 @@ from keras_dvq.utils.cli import positive_int
 from keras_dvq.utils.cli import unit_fraction
 
 
-def add_model_flags(parser):
-    """Adds the original repo's model and data flags (all but `--vq_flavor`)
-    and `--dataset`, `--seed` to an argparse parser."""
+def add_model_flags(parser, networks=None):
+    """Adds the original repo's model and data flags (all but `--vq_flavor`),
+    `--image_size`, `--dataset` and `--seed` to an argparse parser;
+    `--enc_dec_flavor` offers `networks` (default: those sized by `--n_hid`,
+    `networks_sized_by_n_hid()`)."""
     add = parser.add_argument
     add(
         "--enc_dec_flavor",
-        choices=networks_sized_by_n_hid(),
+        choices=networks or networks_sized_by_n_hid(),
         type=ENCODER_DECODERS.flag_type,
         default="deepmind",
     )
@@ -41,6 +44,12 @@ def add_model_flags(parser):
     add("--embedding_dim", type=positive_int, default=64)
     add("--n_hid", type=positive_int, default=64)
     add("--batch_size", type=positive_int, default=128)
+    add(
+        "--image_size",
+        type=positive_int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="side of the square images; the encoder's stride must divide it",
+    )
     add("--data_dir", default=None, help="tensorflow-datasets data directory")
     add("--dataset", default="cifar10", help="sample | folder:PATH | a tfds name")
     add("--seed", type=int, default=0)
@@ -60,7 +69,7 @@ def make_train_parser():
         type=QUANTIZERS.flag_type,
         default="vq",
     )
-    add_model_flags(parser)
+    add_model_flags(parser, networks=ENCODER_DECODERS.choices)
     add(
         "--gpus",
         type=non_negative_int,
@@ -151,6 +160,7 @@ def make_train_parser():
         f"{GUMBEL_DEFAULTS['straight_through']})",
     )
     add_quantizer_flags(parser, unset)
+    add_network_flags(parser, unset)
     return parser
 
 
@@ -164,6 +174,62 @@ def levels_list(text):
             f"expected comma-separated integers >= 2 (e.g. 8,5,5,5), got {text}"
         )
     return levels
+
+
+def int_list(text, minimum=1, allow_empty=False):
+    """A tuple of comma-separated integers >= `minimum` (argparse `type`)."""
+    if allow_empty and text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(value) for value in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < minimum:
+        empty = " or 'none'" if allow_empty else ""
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= {minimum}{empty}, got {text!r}"
+        )
+    return values
+
+
+def multipliers(text):
+    return int_list(text, minimum=1)
+
+
+def levels_or_none(text):
+    return int_list(text, minimum=0, allow_empty=True)
+
+
+def add_network_flags(parser, unset):
+    """The flags of the vqgan network (docs/vqgan_conversion.md,
+    `VQGANEncoder`); unset ones keep its defaults (taming's ImageNet f16)."""
+    vqgan = parser.add_argument_group(
+        "vqgan flavor", "taming-transformers' VQGAN encoder/decoder; stride "
+        "2 ** (number of --ch_mult entries - 1)"
+    )  # fmt: skip
+    for name, kind, help_text in (
+        ("ch", positive_int, "base width (default: 128)"),
+        (
+            "ch_mult",
+            multipliers,
+            "width multiplier per level, e.g. 1,2,2 (default: 1,1,2,2,4)",
+        ),
+        ("num_res_blocks", positive_int, "residual blocks per level (default: 2)"),
+        (
+            "attn_levels",
+            levels_or_none,
+            "levels with attention, 0 the full resolution, e.g. 2; 'none' for "
+            "none (default: 4)",
+        ),
+        ("z_channels", positive_int, "encoder output channels (default: 256)"),
+        ("dropout", unit_fraction, "dropout rate of the residual blocks (default: 0)"),
+        (
+            "norm_groups",
+            positive_int,
+            "GroupNorm groups; must divide every width (default: 32)",
+        ),
+    ):
+        vqgan.add_argument(f"--{name}", type=kind, default=unset, help=help_text)
 
 
 def add_quantizer_flags(parser, unset):
@@ -220,6 +286,13 @@ def parse_train_config(argv):
             parser.error(f"--hparams {args.hparams}: {error}")
         # The file's values first: a flag repeated on the command line wins.
         args = parser.parse_args(words + argv)
+    if args.enc_dec_flavor not in networks_sized_by_n_hid() and any(
+        word.split("=")[0] == "--n_hid" for word in argv
+    ):
+        parser.error(
+            f"--n_hid does not apply to --enc_dec_flavor {args.enc_dec_flavor} "
+            "(see --ch and --ch_mult)"
+        )
     if args.vq_flavor not in SIZED_BY_EMBEDDINGS:
         for name in ("num_embeddings", "embedding_dim"):
             if any(word.split("=")[0] == f"--{name}" for word in argv):
@@ -228,6 +301,11 @@ def parse_train_config(argv):
                     "(see --levels and --codebook_bits)"
                 )
     return TrainingConfig(**vars(args))
+
+
+# Keys of a --hparams file that hold true/false, or lists (comma lists as flags).
+BOOLEAN_KEYS = ("straight_through", "use_cosine_sim", "rotation_trick")
+LIST_KEYS = ("levels", "ch_mult", "attn_levels")
 
 
 def hparams_argv(path):
@@ -245,12 +323,17 @@ def hparams_argv(path):
             raise ValueError(
                 f"unknown key {key!r}; expected some of: {', '.join(HPARAM_KEYS)}"
             )
-        if key == "straight_through":
+        if key in BOOLEAN_KEYS:
             if not isinstance(value, bool):
-                raise ValueError(
-                    f"'straight_through' must be true or false, got {value!r}"
-                )
-            words.append("--straight_through" if value else "--no-straight_through")
+                raise ValueError(f"{key!r} must be true or false, got {value!r}")
+            if key == "straight_through":
+                words.append("--straight_through" if value else "--no-straight_through")
+            elif value:  # the quantizer's options are off unless given
+                words.append(f"--{key}")
+        elif key in LIST_KEYS and isinstance(value, list):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"bad value for {key!r}: {json.dumps(value)}")
+            words += [f"--{key}", ",".join(map(str, value)) or "none"]
         elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"bad value for {key!r}: {json.dumps(value)}")
         else:

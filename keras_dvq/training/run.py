@@ -61,7 +61,8 @@ def train_tokenizer(config, callbacks=()):
 
     Raises:
         BadInput: settings, data or run directory that cannot be used (a
-            flag of another flavor, `resume` without a backup, a directory
+            flag of another flavor, an image size the encoder's stride does
+            not divide, `resume` without a backup, a directory
             in use or holding an interrupted run); nothing is written.
         TrainingDiverged: a non-finite loss or weight; nothing non-finite
             was written and the last backup is kept.
@@ -76,6 +77,7 @@ def train_tokenizer(config, callbacks=()):
     # Settings of another flavor fail before anything is written.
     config.recipe_hparams()
     config.quantizer_options()
+    config.check_image_size()
     with run_directory.RunLock(config.out):
         remove_temporaries(config.out)
         remove_temporaries(os.path.join(config.out, "backup"))
@@ -109,7 +111,11 @@ def _train(config, extra_callbacks):
     data_seed = config.seed + (state["step"] if state else 0)
 
     train_data, val_data = builders.load_splits(
-        config.dataset, config.batch_size, data_dir=config.data_dir, seed=data_seed
+        config.dataset,
+        config.batch_size,
+        data_dir=config.data_dir,
+        seed=data_seed,
+        image_size=config.image_size,
     )
     batches_per_pass = int(train_data.cardinality())
     if config.epochs:
@@ -174,8 +180,10 @@ def build_model(config, hparams, total_steps):
             vq_flavor=config.vq_flavor,
             enc_dec_flavor=config.enc_dec_flavor,
             loss_flavor=config.loss_flavor,
-            n_hid=config.n_hid,
+            n_hid=config.network_width(),
+            enc_dec_kwargs=config.network_options(),
             seed_faithful=config.seed_faithful,
+            image_size=config.image_size,
             **quantizer_kwargs,
         )
     except BadInput:

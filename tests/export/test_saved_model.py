@@ -304,3 +304,25 @@ def test_cli_refuses_a_diverged_model(tmp_path, capsys):
     assert error.startswith("export_tokenizer.py: error: MODEL ") and "\n" not in error
     assert "weights are not finite" in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.backend_independent
+def test_cli_serves_at_the_recorded_size_unless_told(model, tmp_path, capsys):
+    """A model that records its training size is served at it without a flag;
+    one saved before that record (the session's) at any size; --image_shape
+    wins (the network is fully convolutional)."""
+    sized = VQVAE.from_config({**model.get_config(), "image_size": 16})
+    sized.build((None, 16, 16, 3))
+    sized.set_weights(model.get_weights())
+    sized.save(tmp_path / "sized.keras")
+    model.save(tmp_path / "unsized.keras")
+    shapes = []
+    for source, flags in (
+        ("sized", []),
+        ("sized", ["--image_shape", "none,none,3"]),
+        ("unsized", []),
+    ):
+        base = tmp_path / f"export-{len(shapes)}"
+        assert export_script_exit_code(tmp_path / f"{source}.keras", base, *flags) == 0
+        shapes.append(read_tokenizer_info(base / "1")["image_shape"])
+    assert shapes == [[16, 16, 3], [None, None, 3], [None, None, 3]]

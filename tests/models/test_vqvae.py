@@ -325,3 +325,24 @@ def test_latent_loss_is_that_of_the_own_call(images):
     assert latent_loss(first) == pytest.approx(expected)
     # (Reading the loss list back gave the other thread's loss.)
     assert not other or other[0] != pytest.approx(expected)
+
+
+def test_the_training_image_size_is_recorded_and_saved(tmp_path):
+    model = VQVAE.from_flavors(n_hid=N_HID, image_size=48)
+    assert model.image_size == 48
+    model.build((None, 16, 16, 3))  # fully convolutional: other sizes still run
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert keras.models.load_model(path).image_size == 48
+    # Files written before the size was recorded have no such key.
+    config = model.get_config()
+    del config["image_size"]
+    assert VQVAE.from_config(config).image_size is None
+
+
+@pytest.mark.parametrize(
+    "image_size, message", [(0, "positive"), (30, "divisible by the encoder stride 4")]
+)
+def test_an_image_size_the_encoder_cannot_divide_is_refused(image_size, message):
+    with pytest.raises(ValueError, match=message):
+        VQVAE.from_flavors(n_hid=N_HID, image_size=image_size)

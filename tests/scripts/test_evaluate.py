@@ -178,8 +178,8 @@ def test_images_that_do_not_fit_the_model(script, model_paths, tmp_path, capsys)
     argv = [path, "--dataset", "sample", "--image_size", "30", "--out", str(tmp_path)]
     assert script.main(argv) == 2
     error = one_line_error(capsys)
-    assert "--dataset sample (images (30, 30, 3)) does not fit" in error
-    assert "divisible by the encoder stride 4" in error
+    assert f"--image_size 30: {path} downsamples by 4" in error
+    assert not tmp_path.joinpath("evaluation.json").exists()
     gray = VQVAE.from_flavors(
         num_embeddings=8, embedding_dim=4, n_hid=8, image_channels=1
     )
@@ -194,3 +194,26 @@ def test_an_empty_split(script, model_paths, tmp_path, capsys):
     dataset = image_folder(tmp_path / "five", count=5)  # no 10th file validates
     assert script.main([str(model_paths[0]), "--dataset", dataset]) == 2
     assert "no readable" in one_line_error(capsys)
+
+
+def test_a_model_is_evaluated_at_its_recorded_size(script, model_paths, tmp_path):
+    """No flag: the size the model was trained at (32 for files older than
+    that record); a flag may choose another size (fully convolutional)."""
+    model = keras.models.load_model(model_paths[0])
+    sized = VQVAE.from_config({**model.get_config(), "image_size": 16})
+    sized.build((None, 16, 16, 3))
+    sized.set_weights(model.get_weights())
+    sized.save(tmp_path / "sized.keras")
+    dataset = image_folder(tmp_path / "images", count=40)
+    sizes = []
+    for source, flags in (
+        (tmp_path / "sized.keras", []),
+        (tmp_path / "sized.keras", ["--image_size", "24"]),
+        (model_paths[0], []),
+    ):
+        out = tmp_path / f"out-{len(sizes)}"
+        argv = [str(source), "--dataset", dataset, "--out", str(out), "--quiet"]
+        assert script.main([*argv, *flags]) == 0
+        results = json.loads((out / "evaluation.json").read_text())
+        sizes.append(results["models"][0]["image_size"])
+    assert sizes == [16, 24, 32]

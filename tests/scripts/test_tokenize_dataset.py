@@ -274,3 +274,24 @@ def test_residual_tokens_keep_their_depth_axis(
     shards = load_token_shards(str(out))
     assert shards.token_shape == (8, 8, 3)
     np.testing.assert_array_equal(shards.tokens, expected)
+
+
+def test_a_model_is_run_at_its_recorded_size(script, model_path, tmp_path, capsys):
+    """No flag: the size the model was trained at; a size its stride does
+    not divide is a one-line error before anything is written."""
+    model = keras.models.load_model(model_path)
+    sized = VQVAE.from_config({**model.get_config(), "image_size": 16})
+    sized.build((None, 16, 16, 3))
+    sized.set_weights(model.get_weights())
+    sized.save(tmp_path / "sized.keras")
+    dataset = image_folder(tmp_path / "images", count=40)
+    common = ["--model", str(tmp_path / "sized.keras"), "--dataset", dataset]
+    out = tmp_path / "tokens"
+    assert script.main([*common, "--out", str(out), "--quiet"]) == 0
+    metadata, tokens = read_npy_shards(out)
+    assert metadata["image_size"] == 16 and tokens.shape[1:] == (4, 4)
+    bad = tmp_path / "bad"
+    assert script.main([*common, "--out", str(bad), "--image_size", "30"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--image_size 30: the tokenizer downsamples by 4" in error
+    assert "\n" not in error and not bad.exists()

@@ -11,7 +11,9 @@ from keras_dvq.schedules import cosine_anneal
 from keras_dvq.training import gumbel_search
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import HPARAM_KEYS
+from keras_dvq.training.builders import MODEL_FLAGS
 from keras_dvq.training.builders import load_splits
+from keras_dvq.utils.errors import BadInput
 from tests.testing import image_folder
 from tests.testing import load_script
 
@@ -67,7 +69,9 @@ def test_search_writes_every_trial_and_the_best(search):
     assert rows[0]["kl_weight"] != rows[1]["kl_weight"]
 
     best = json.loads((search / "best_hyperparameters.json").read_text())
-    assert set(best) == set(HPARAM_KEYS)
+    assert set(best) == set(MODEL_FLAGS) | set(GUMBEL_DEFAULTS)
+    assert set(best) <= set(HPARAM_KEYS)  # train.py --hparams takes the file
+    assert best["image_size"] == 32
     winner = max(rows, key=lambda row: float(row["val_tokenizer_score"]))
     assert best["kl_weight"] == float(winner["kl_weight"])
     assert best["straight_through"] == (winner["straight_through"] == "True")
@@ -245,6 +249,31 @@ def test_too_large_batch_is_a_one_line_error(tune_script, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"tune_gumbel.py: error: --dataset {dataset}: fewer")
     assert "\n" not in error
+
+
+def test_an_image_size_the_encoder_cannot_divide_exits_2_first(
+    tune_script, tmp_path, capsys
+):
+    out = tmp_path / "search"
+    argv = ["--dataset", "sample", "--out", str(out), "--image_size", "30"]
+    assert tune_script.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--image_size 30" in error and "downsamples by 4" in error
+    assert "\n" not in error and not out.exists()
+
+
+def test_searches_recorded_before_image_size_continue(tune_script, tmp_path):
+    args = tune_script.parse_args(["--dataset", "sample", "--out", str(tmp_path)])
+    tune_script.check_search_flags(args)
+    settings = tmp_path / tune_script.SETTINGS_FILE
+    recorded = json.loads(settings.read_text())
+    assert recorded["image_size"] == 32
+    del recorded["image_size"]
+    settings.write_text(json.dumps(recorded))
+    tune_script.check_search_flags(args)  # 32 px, as before the flag
+    args.image_size = 64
+    with pytest.raises(BadInput, match="--image_size 32, not 64"):
+        tune_script.check_search_flags(args)
 
 
 def test_tokenizer_score_cannot_be_won_by_collapsing(tune_script):

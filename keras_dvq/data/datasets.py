@@ -234,7 +234,7 @@ def folder_files(path, split="train", worker=None):
         warnings.warn(
             f"Skipped {len(in_split) - len(readable)} unreadable image file(s) "
             f"of {len(in_split)} in the {split} split of '{path}'.",
-            stacklevel=2,
+            stacklevel=3,
         )
     if not readable:
         raise BadInput(
@@ -296,18 +296,20 @@ def _decode(contents):
     return image
 
 
-def _resize_shorter_side(image, side):
+def _resize_shorter_side(image, side, size):
     """`image` resized (bicubic, antialiased) so its shorter side is `side`
-    (a float tensor); the longer side keeps the aspect ratio."""
+    (a float tensor), rounded and at least `size`; the longer side keeps the
+    aspect ratio."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    new_shape = tf.cast(tf.math.ceil(shape * side / tf.reduce_min(shape)), tf.int32)
+    new_shape = tf.cast(tf.round(shape * side / tf.reduce_min(shape)), tf.int32)
+    new_shape = tf.maximum(new_shape, size)
     resized = tf.image.resize(image, new_shape, method="bicubic", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def _centre_crop(size):
     def crop(image):
-        image = _resize_shorter_side(image, tf.constant(float(size)))
+        image = _resize_shorter_side(image, tf.constant(float(size)), size)
         shape = tf.shape(image)
         top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
         return image[top : top + size, left : left + size]
@@ -316,11 +318,14 @@ def _centre_crop(size):
 
 
 def _random_crop(size, seed):
+    # Three op seeds: one seed for all three would tie the flip to the scale.
+    seeds = (None,) * 3 if seed is None else (seed, seed + 1, seed + 2)
+
     def crop(image):
-        scale = tf.random.uniform((), *CROP_SCALE, seed=seed)
-        image = _resize_shorter_side(image, scale * size)
-        image = tf.image.random_crop(image, (size, size, 3), seed=seed)
-        return tf.image.random_flip_left_right(image, seed=seed)
+        scale = tf.random.uniform((), *CROP_SCALE, seed=seeds[0])
+        image = _resize_shorter_side(image, scale * size, size)
+        image = tf.image.random_crop(image, (size, size, 3), seed=seeds[1])
+        return tf.image.random_flip_left_right(image, seed=seeds[2])
 
     return crop
 

@@ -211,6 +211,13 @@ def test_folder_training_crops_flips_and_reshuffles(tmp_path, rng):
     assert np.array_equal(*(np.asarray(next(iter(plain))) for _ in range(2)))
 
 
+def test_images_already_at_the_size_keep_their_pixels(tmp_path, rng):
+    pixels = rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    name = image_folder(tmp_path / "images", images=pixels)
+    validation = folder_images(name, "validation", image_size=32)
+    np.testing.assert_array_equal(validation, pixels[9:])
+
+
 def test_a_file_that_fails_to_decode_does_not_end_the_pass(tmp_path):
     name = image_folder(tmp_path / "images", count=20)
     good = (tmp_path / "images" / "0000.png").read_bytes()

@@ -70,8 +70,7 @@ def load_dataset(
         batch_size: int. Images per batch.
         image_size: int. Side of the square images; folder images are resized
             (shorter side) and cropped, tfds images resized if needed;
-            `sample` cuts patches of this size (a multiple of 8 from 16 to
-            256).
+            `sample` cuts patches of this size (16 to 256).
         data_dir: directory of tensorflow-datasets data (tfds' default if
             `None`).
         shuffle: bool. Reshuffle every epoch. Defaults to `split == "train"`.
@@ -155,7 +154,7 @@ def _sample_dataset(split, image_size, labels):
     if image_size not in PATCH_SIZES:
         raise BadInput(
             f"--dataset sample: --image_size {image_size} is not a patch size "
-            "of the sample dataset; expected a multiple of 8 from 16 to 256."
+            "of the sample dataset; expected 16 to 256."
         )
     patches = load_sample_patches(split, return_labels=labels, patch_size=image_size)
     return tf.data.Dataset.from_tensor_slices(patches)

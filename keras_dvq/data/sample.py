@@ -8,7 +8,7 @@ means), which gives CIFAR-like mixes of texture and object-scale content. The
 result is deterministic: no randomness is involved. Each patch's class is the
 photograph it comes from (`PHOTOGRAPHS` gives the class names in id order).
 
-Patches are 32x32 by default and any multiple of 8 from 16 to 256 on request
+Patches are 32x32 by default and any size from 16 to 256 on request
 (`patch_size`). Sizes up to 32 use the 32-px grid strides (16, 12 and 8 px at
 scales 1, 2 and 4); larger sizes use a stride of a quarter patch at every
 scale, so that the narrow validation regions still give hundreds of patches at
@@ -19,8 +19,8 @@ scale, so that the narrow validation regions still give hundreds of patches at
     patch size   32:  20,866 / 4,250
     patch size   64:  14,845 / 2,542
     patch size  128:   3,028 /   318
-    patch size  256:     490 /    19  (only retina and hubble_deep_field have
-                                       validation regions 256 px wide)
+    patch size  256:     490 /    19  (all from retina: the only validation
+                                       region 256 px wide)
 """
 
 import numpy as np
@@ -37,7 +37,7 @@ PHOTOGRAPHS = (
     "stereo_motorcycle",
 )
 PATCH_SIZE = 32
-PATCH_SIZES = tuple(range(16, 257, 8))  # the sizes `patch_size` accepts
+PATCH_SIZES = range(16, 257)  # the sizes `patch_size` accepts
 VALIDATION_FRACTION = 0.2
 SCALES_AND_STRIDES = ((1, 16), (2, 12), (4, 8))
 SCALES = tuple(scale for scale, _ in SCALES_AND_STRIDES)
@@ -51,8 +51,7 @@ def load_sample_patches(split="train", return_labels=False, patch_size=PATCH_SIZ
             patches (the module docstring gives the counts at other sizes).
         return_labels: bool. Also return the int32 class ids `(N,)`: the
             index in `PHOTOGRAPHS` of each patch's photograph.
-        patch_size: int. Side `S` of the patches, a multiple of 8 from 16 to
-            256.
+        patch_size: int. Side `S` of the patches, from 16 to 256.
     """
     patches, labels = [], []
     for label, _, _, stride, region in _regions(split, patch_size):
@@ -97,10 +96,10 @@ def _regions(split, patch_size):
             "Argument `split` of the sample dataset must be 'train' or "
             f"'validation'. Received: split={split!r}"
         )
-    if patch_size not in PATCH_SIZES:
+    if not isinstance(patch_size, (int, np.integer)) or patch_size not in PATCH_SIZES:
         raise ValueError(
-            "Argument `patch_size` of the sample dataset must be a multiple of "
-            f"8 from 16 to 256. Received: patch_size={patch_size!r}"
+            "Argument `patch_size` of the sample dataset must be an int from "
+            f"16 to 256. Received: patch_size={patch_size!r}"
         )
     for label, photo in enumerate(_photographs()):
         boundary = _boundary(photo)

@@ -107,9 +107,12 @@ def test_sample_patches_are_cut_where_their_boxes_say():
     )
 
 
-def test_sample_rejects_sizes_it_has_no_grid_for():
-    with pytest.raises(ValueError, match="patch_size.*Received: patch_size=20"):
-        load_sample_patches("train", patch_size=20)
+def test_sample_cuts_any_size_from_16_to_256_and_no_other():
+    assert load_sample_patches("validation", patch_size=30).shape[1:] == (30, 30, 3)
+    with pytest.raises(ValueError, match="Received: patch_size=32.0"):
+        load_sample_patches("train", patch_size=32.0)
+    with pytest.raises(ValueError, match="patch_size.*Received: patch_size=15"):
+        load_sample_patches("train", patch_size=15)
     with pytest.raises(BadInput, match="--image_size 264 is not a patch size"):
         load_dataset("sample", image_size=264)
 

@@ -199,7 +199,9 @@ def folder_files(path, split="train", worker=None):
     jpeg, png, gif or bmp signature are dropped here with one warning that
     counts them (a file that passes but fails to decode is skipped while
     reading; tf.data logs it). Under multi-worker training, worker `i` of `n`
-    keeps every `n`th file from the `i`th.
+    keeps every `n`th readable file from the `i`th, all workers the same
+    number (the split's `len // n`): a worker with one batch more than the
+    others would wait for them forever in its last step.
 
     Args:
         path: str. The folder.
@@ -226,8 +228,6 @@ def folder_files(path, split="train", worker=None):
         if (index % FOLDER_VALIDATION_EVERY == FOLDER_VALIDATION_EVERY - 1)
         == (split == "validation")
     ]
-    num_workers, index = worker_shard() if worker is None else worker
-    in_split = in_split[index::num_workers]
     readable = [file for file in in_split if _has_image_signature(file)]
     if len(readable) < len(in_split):
         warnings.warn(
@@ -241,7 +241,14 @@ def folder_files(path, split="train", worker=None):
             f"images in its {split} split ({len(files)} image files found; every "
             f"{FOLDER_VALIDATION_EVERY}th validates)."
         )
-    return readable
+    num_workers, index = worker_shard() if worker is None else worker
+    per_worker = len(readable) // num_workers
+    if per_worker == 0:
+        raise BadInput(
+            f"Dataset 'folder:{path}' has {len(readable)} readable images in "
+            f"its {split} split, fewer than the {num_workers} workers."
+        )
+    return readable[index::num_workers][:per_worker]
 
 
 def worker_shard():

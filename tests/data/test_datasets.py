@@ -408,6 +408,14 @@ def test_workers_read_disjoint_shards_of_the_files(tmp_path, monkeypatch):
     shards = [folder_files(path, "train", worker=(3, i)) for i in range(3)]
     assert [len(shard) for shard in shards] == [12, 12, 12]
     assert sorted(sum(shards, [])) == folder_files(path, "train")
+    # 34 training files: 12, 11 and 11 by position, every worker keeps 11
+    # (the same steps on every worker); the files stay disjoint.
+    odd = image_folder(tmp_path / "odd", count=37)[len("folder:") :]
+    shards = [folder_files(odd, "train", worker=(3, i)) for i in range(3)]
+    assert [len(shard) for shard in shards] == [11, 11, 11]
+    assert len(set(sum(shards, []))) == 33
+    with pytest.raises(BadInput, match="fewer than the 5 workers"):
+        folder_files(odd, "validation", worker=(5, 0))
     cluster = {"worker": ["a:1", "b:1", "c:1"]}
     task = {"type": "worker", "index": 1}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))

@@ -112,13 +112,18 @@ def load_dataset(
         )
     options = tf.data.Options()
     if name.startswith("folder:"):
-        files = folder_files(name[len("folder:") :], split)
+        worker = worker_shard()
+        files = folder_files(name[len("folder:") :], split, worker)
         dataset = _folder_dataset(files, image_size, shuffle, augment, seed)
-        # The files are sharded by hand (`folder_files`); tf.data's automatic
-        # sharding would shard the worker's shard again.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF
-        )
+        dataset = _counting_failures(dataset, len(files), image_size, name, split)
+        if worker[0] > 1:
+            # Each worker reads its own files (`folder_files`); tf.data's
+            # automatic sharding would shard them again. Only then: on one
+            # machine, OFF splits a last partial batch of 4 over two
+            # replicas as 4 and 0 instead of 2 and 2.
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.OFF
+            )
     else:
         if name == "sample":
             dataset = _sample_dataset(split, image_size, labels)
@@ -198,7 +203,7 @@ def folder_files(path, split="train", worker=None):
     every 10th validates, the others train. Files whose first bytes are not a
     jpeg, png, gif or bmp signature are dropped here with one warning that
     counts them (a file that passes but fails to decode is skipped while
-    reading; tf.data logs it). Under multi-worker training, worker `i` of `n`
+    reading, and each pass that skipped any warns with their number). Under multi-worker training, worker `i` of `n`
     keeps every `n`th readable file from the `i`th, all workers the same
     number (the split's `len // n`): a worker with one batch more than the
     others would wait for them forever in its last step.
@@ -288,12 +293,47 @@ def _folder_dataset(files, size, shuffle, augment, seed):
         lambda file: crop(_decode(tf.io.read_file(file))),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    # A file with an image signature that fails to decode is skipped (tf.data
-    # logs it) and the next image, from the next pass over the list, takes
-    # its place: every pass has the listed length, which Keras needs (its
-    # batches per epoch) and a corrupt file cannot end the run.
-    dataset = dataset.ignore_errors(log_warning=True).repeat()
-    return dataset.take(len(files))
+    # A file with an image signature that fails to decode is skipped.
+    return dataset.ignore_errors()
+
+
+def _counting_failures(images, count, size, name, split):
+    """`images` (a pass over `count` files, some skipped) made exactly
+    `count` long: the next pass's first images take the place of skipped
+    ones, so every pass has the listed length, which Keras needs (its batches
+    per epoch), and a corrupt file cannot end the run. A pass that skipped
+    files warns once with their number."""
+    end = tf.data.Dataset.from_tensors(tf.zeros((size, size, 3), tf.uint8))
+    marked = images.map(lambda image: (image, False)).concatenate(
+        end.map(lambda image: (image, True))
+    )
+
+    def tally(seen, element):
+        image, last = element
+        seen += tf.cast(tf.logical_not(last), tf.int64)
+        return seen, (image, last, seen)
+
+    def warn(skipped):
+        warnings.warn(
+            f"Skipped {int(skipped)} image file(s) of {count} that failed to "
+            f"decode in a pass over the {split} split of '{name}'.",
+            stacklevel=1,
+        )
+        return True
+
+    def report(image, last, seen):
+        # Runs once a pass, at its end marker: the host says how many failed.
+        return tf.cond(
+            tf.logical_and(last, seen < count),
+            lambda: tf.py_function(warn, [count - seen], tf.bool),
+            lambda: tf.constant(True),
+        )
+
+    marked = marked.scan(tf.constant(0, tf.int64), tally).filter(report)
+    images = marked.filter(lambda image, last, seen: tf.logical_not(last)).map(
+        lambda image, last, seen: image
+    )
+    return images.repeat().take(count)
 
 
 def _decode(contents):
@@ -318,7 +358,10 @@ def _centre_crop(size):
         image = _resize_shorter_side(image, tf.constant(float(size)), size)
         shape = tf.shape(image)
         top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
-        return image[top : top + size, left : left + size]
+        # A static shape: tf.distribute pads an empty replica batch from it.
+        return tf.ensure_shape(
+            image[top : top + size, left : left + size], (size, size, 3)
+        )
 
     return crop
 

@@ -203,10 +203,11 @@ def folder_files(path, split="train", worker=None):
     every 10th validates, the others train. Files whose first bytes are not a
     jpeg, png, gif or bmp signature are dropped here with one warning that
     counts them (a file that passes but fails to decode is skipped while
-    reading, and each pass that skipped any warns with their number). Under multi-worker training, worker `i` of `n`
-    keeps every `n`th readable file from the `i`th, all workers the same
-    number (the split's `len // n`): a worker with one batch more than the
-    others would wait for them forever in its last step.
+    reading, and each pass that skipped any warns with their number). Under
+    multi-worker training, worker `i` of `n` keeps every `n`th readable file
+    from the `i`th, all workers the same number (the split's `len // n`): a
+    worker with one batch more than the others would wait for them forever
+    in its last step.
 
     Args:
         path: str. The folder.

@@ -284,14 +284,15 @@ def _has_image_signature(file):
 
 
 def _folder_dataset(files, size, shuffle, augment, seed):
-    """Streams `files` as uint8 `(size, size, 3)` images, `len(files)` a pass."""
+    """Streams `files` as `(image, False)` pairs of uint8 `(size, size, 3)`
+    images (the flag marks a pass's end in `_counting_failures`)."""
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         # Names only: a full permutation costs a few bytes a file.
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     crop = _random_crop(size, seed) if augment else _centre_crop(size)
     dataset = dataset.map(
-        lambda file: crop(_decode(tf.io.read_file(file))),
+        lambda file: (crop(_decode(tf.io.read_file(file))), False),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     # A file with an image signature that fails to decode is skipped.
@@ -304,15 +305,7 @@ def _counting_failures(images, count, size, name, split):
     ones, so every pass has the listed length, which Keras needs (its batches
     per epoch), and a corrupt file cannot end the run. A pass that skipped
     files warns once with their number."""
-    end = tf.data.Dataset.from_tensors(tf.zeros((size, size, 3), tf.uint8))
-    marked = images.map(lambda image: (image, False)).concatenate(
-        end.map(lambda image: (image, True))
-    )
-
-    def tally(seen, element):
-        image, last = element
-        seen += tf.cast(tf.logical_not(last), tf.int64)
-        return seen, (image, last, seen)
+    end = tf.data.Dataset.from_tensors((tf.zeros((size, size, 3), tf.uint8), True))
 
     def warn(skipped):
         warnings.warn(
@@ -322,19 +315,21 @@ def _counting_failures(images, count, size, name, split):
         )
         return True
 
-    def report(image, last, seen):
-        # Runs once a pass, at its end marker: the host says how many failed.
-        return tf.cond(
+    def tally(seen, element):
+        image, last = element
+        # At the end marker, once a pass: the host says how many failed.
+        reported = tf.cond(
             tf.logical_and(last, seen < count),
             lambda: tf.py_function(warn, [count - seen], tf.bool),
             lambda: tf.constant(True),
         )
+        with tf.control_dependencies([reported]):
+            seen += tf.cast(tf.logical_not(last), tf.int64)
+        return seen, element
 
-    marked = marked.scan(tf.constant(0, tf.int64), tally).filter(report)
-    images = marked.filter(lambda image, last, seen: tf.logical_not(last)).map(
-        lambda image, last, seen: image
-    )
-    return images.repeat().take(count)
+    marked = images.concatenate(end).scan(tf.constant(0, tf.int64), tally)
+    images = marked.filter(lambda image, last: tf.logical_not(last))
+    return images.map(lambda image, last: image).repeat().take(count)
 
 
 def _decode(contents):

@@ -148,9 +148,8 @@ def load_dataset(
     # No tf.data autotuning: dropping an iterator joins its autotune thread,
     # which took 1-5 s here, and Keras drops one per pass over a finite
     # dataset (each validation, each epoch without `steps_per_epoch`). The
-    # pipeline is as fast without it (docs/benchmarks.md); parallel maps
-    # still use every core (AUTOTUNE parallelism without autotuning is the
-    # number of cores).
+    # pipeline is as fast without it (docs/benchmarks.md); an AUTOTUNE map
+    # still runs one call per core at once (2 of 2 on a 2-core machine).
     options.autotune.enabled = False
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 

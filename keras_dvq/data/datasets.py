@@ -6,20 +6,30 @@
 - any tensorflow-datasets image dataset by name, e.g. `"cifar10"`, with the
   `"train"` split for training and `"test"` for validation.
 
-Training splits get the original repo's augmentation (reflect-pad 4, random
-crop back to the image size, horizontal flip) and a shuffle per epoch;
-validation splits get neither. With `labels=True` the elements are
+Training splits get a shuffle per epoch and an augmentation: the original
+repo's (reflect-pad 4, random crop back to the image size, horizontal flip)
+for `sample` and tfds; for folders, a random square crop of the image resized
+to a shorter side of 1.0-1.15 times the image size, and a horizontal flip.
+Validation splits get no shuffle, and folders a centre crop of the image
+resized to the image size.
+
+Folders stream: the sorted file list is split and listed once (that gives the
+batches per epoch), and tf.data reads, decodes and resizes the files in
+parallel, so memory does not grow with the folder. Under multi-worker
+training (`TF_CONFIG` naming several workers), each worker reads its own
+shard of the files. With `labels=True` the elements are
 `(images, class_ids)` pairs; `class_names(name)` tells which datasets have
 classes and what they are called.
 """
 
+import json
 import os
 import socket
 import warnings
 
-import numpy as np
 import tensorflow as tf
 
+from keras_dvq.data.sample import PATCH_SIZES
 from keras_dvq.data.sample import PHOTOGRAPHS
 from keras_dvq.data.sample import load_sample_patches
 from keras_dvq.utils.errors import BadInput
@@ -29,6 +39,12 @@ from keras_dvq.utils.validation import check_positive_int
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 FOLDER_VALIDATION_EVERY = 10  # every 10th file (sorted) of a folder validates
 PAD = 4
+# A training crop comes from the image resized to a shorter side of 1.0-1.15
+# times the image size: a random crop of mostly the whole picture.
+CROP_SCALE = (1.0, 1.15)
+SHUFFLE_BUFFER = 10_000  # the tfds default: bounded, the split size if smaller
+# The first bytes of every format `tf.io.decode_image` decodes.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 # TFDS fetches prepared data from this host before the dataset's own site.
 TFDS_HOST = "storage.googleapis.com"
 
@@ -44,6 +60,7 @@ def load_dataset(
     seed=None,
     drop_remainder=None,
     labels=False,
+    shuffle_buffer=None,
 ):
     """Returns a batched, prefetched `tf.data.Dataset` of uint8 images.
 
@@ -52,18 +69,23 @@ def load_dataset(
         split: `"train"` or `"validation"` (for tfds, the `"test"` split).
         batch_size: int. Images per batch.
         image_size: int. Side of the square images; folder images are resized
-            (shorter side) and centre-cropped, tfds images resized if needed.
+            (shorter side) and cropped, tfds images resized if needed;
+            `sample` cuts patches of this size (16 to 256).
         data_dir: directory of tensorflow-datasets data (tfds' default if
             `None`).
         shuffle: bool. Reshuffle every epoch. Defaults to `split == "train"`.
-        augment: bool. Pad-crop-flip augmentation. Defaults to
-            `split == "train"`.
+        augment: bool. Training augmentation (see the module docstring).
+            Defaults to `split == "train"`.
         seed: int or `None`. Seed of shuffling and augmentation.
         drop_remainder: bool. Drop a last partial batch. Defaults to
             `split == "train"` (a fixed batch shape compiles once).
         labels: bool. Batches of `(images, class_ids)` (int32 ids) instead
             of images; only for datasets where `class_names(name)` is not
             `None`.
+        shuffle_buffer: int or `None`. Elements in the shuffle buffer of a
+            tfds dataset or `sample`; `None`: 10,000 for tfds (the split size
+            if smaller), the whole split for `sample`. Folders shuffle their
+            whole file list (names only, never images).
 
     Raises:
         ValueError: for an unknown split or bad sizes.
@@ -79,6 +101,8 @@ def load_dataset(
     shuffle = training if shuffle is None else shuffle
     augment = training if augment is None else augment
     drop_remainder = training if drop_remainder is None else drop_remainder
+    if shuffle_buffer is not None:
+        check_positive_int("shuffle_buffer", shuffle_buffer)
 
     if labels and class_names(name, data_dir) is None:
         raise BadInput(
@@ -86,39 +110,58 @@ def load_dataset(
             "'sample' or a tensorflow-datasets dataset with a 'label' class "
             "feature."
         )
-    if name == "sample":
-        if labels:
-            patches = load_sample_patches(split, return_labels=True)
-        else:
-            patches = load_sample_patches(split)
-        dataset = tf.data.Dataset.from_tensor_slices(patches)
-        dataset = dataset.map(_on_images(_resizer(image_size), labels))
-    elif name.startswith("folder:"):
-        images = load_image_folder(name[len("folder:") :], split, image_size)
-        dataset = tf.data.Dataset.from_tensor_slices(images)
+    options = tf.data.Options()
+    if name.startswith("folder:"):
+        worker = worker_shard()
+        files = folder_files(name[len("folder:") :], split, worker)
+        dataset = _folder_dataset(files, image_size, shuffle, augment, seed)
+        dataset = _counting_failures(dataset, len(files), image_size, name, split)
+        if worker[0] > 1:
+            # Each worker reads its own files (`folder_files`); tf.data's
+            # automatic sharding would shard them again. Only then: on one
+            # machine, OFF splits a last partial batch of 4 over two
+            # replicas as 4 and 0 instead of 2 and 2.
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.OFF
+            )
     else:
-        dataset = _load_tfds(name, split, data_dir, labels).map(
-            _on_images(_resizer(image_size), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-
-    if shuffle:
-        size = int(dataset.cardinality())
-        buffer = size if size > 0 else 10_000
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        dataset = dataset.map(
-            _on_images(_augmenter(image_size, seed), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        if name == "sample":
+            dataset = _sample_dataset(split, image_size, labels)
+            size = int(dataset.cardinality())
+            default_buffer = size
+        else:
+            dataset = _load_tfds(name, split, data_dir, labels).map(
+                _on_images(_resizer(image_size), labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            size = int(dataset.cardinality())
+            default_buffer = SHUFFLE_BUFFER if size < 1 else min(size, SHUFFLE_BUFFER)
+        if shuffle:
+            buffer = shuffle_buffer or default_buffer
+            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if augment:
+            dataset = dataset.map(
+                _on_images(_augmenter(image_size, seed), labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     # No tf.data autotuning: dropping an iterator joins its autotune thread,
     # which took 1-5 s here, and Keras drops one per pass over a finite
     # dataset (each validation, each epoch without `steps_per_epoch`). The
-    # pipeline is as fast without it (docs/benchmarks.md).
-    options = tf.data.Options()
+    # pipeline is as fast without it (docs/benchmarks.md); an AUTOTUNE map
+    # still runs one call per core at once (2 of 2 on a 2-core machine).
     options.autotune.enabled = False
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _sample_dataset(split, image_size, labels):
+    if image_size not in PATCH_SIZES:
+        raise BadInput(
+            f"--dataset sample: --image_size {image_size} is not a patch size "
+            "of the sample dataset; expected 16 to 256."
+        )
+    patches = load_sample_patches(split, return_labels=labels, patch_size=image_size)
+    return tf.data.Dataset.from_tensor_slices(patches)
 
 
 def class_names(name, data_dir=None):
@@ -152,16 +195,27 @@ def _on_images(function, labels):
     return lambda image, label: (function(image), label)
 
 
-def load_image_folder(path, split="train", image_size=32):
-    """Reads every image under `path` (recursive) as uint8 `(N, S, S, 3)`.
+def folder_files(path, split="train", worker=None):
+    """The image files of a folder's split, sorted, and this worker's share.
 
-    Grayscale and RGBA images become RGB; each image is resized so that its
-    shorter side is `image_size` and centre-cropped. Files that cannot be read
-    are skipped with one warning that counts them. The sorted file list is
-    split deterministically: every 10th file validates, the others train.
+    Lists the files under `path` (recursive) with an image extension, sorted;
+    every 10th validates, the others train. Files whose first bytes are not a
+    jpeg, png, gif or bmp signature are dropped here with one warning that
+    counts them (a file that passes but fails to decode is skipped while
+    reading, and each pass that skipped any warns with their number). Under
+    multi-worker training, worker `i` of `n` keeps every `n`th readable file
+    from the `i`th, all workers the same number (the split's `len // n`): a
+    worker with one batch more than the others would wait for them forever
+    in its last step.
+
+    Args:
+        path: str. The folder.
+        split: `"train"` or `"validation"`.
+        worker: `(num_workers, index)` or `None` for `worker_shard()`.
+
+    Raises:
+        BadInput: for a missing folder, or a split without a readable image.
     """
-    from PIL import Image
-
     if not os.path.isdir(path):
         raise BadInput(
             f"Dataset 'folder:{path}': no such directory. Expected "
@@ -179,38 +233,145 @@ def load_image_folder(path, split="train", image_size=32):
         if (index % FOLDER_VALIDATION_EVERY == FOLDER_VALIDATION_EVERY - 1)
         == (split == "validation")
     ]
-    images, unreadable = [], 0
-    for file in in_split:
-        try:
-            with Image.open(file) as image:
-                images.append(_square_rgb(image, image_size))
-        except (OSError, ValueError, SyntaxError):
-            unreadable += 1
-    if unreadable:
+    readable = [file for file in in_split if _has_image_signature(file)]
+    if len(readable) < len(in_split):
         warnings.warn(
-            f"Skipped {unreadable} unreadable image file(s) of {len(in_split)} "
-            f"in the {split} split of '{path}'.",
-            stacklevel=2,
+            f"Skipped {len(in_split) - len(readable)} unreadable image file(s) "
+            f"of {len(in_split)} in the {split} split of '{path}'.",
+            stacklevel=3,
         )
-    if not images:
+    if not readable:
         raise BadInput(
             f"Dataset 'folder:{path}' has no readable {', '.join(IMAGE_EXTENSIONS)} "
             f"images in its {split} split ({len(files)} image files found; every "
             f"{FOLDER_VALIDATION_EVERY}th validates)."
         )
-    return np.stack(images)
+    num_workers, index = worker_shard() if worker is None else worker
+    per_worker = len(readable) // num_workers
+    if per_worker == 0:
+        raise BadInput(
+            f"Dataset 'folder:{path}' has {len(readable)} readable images in "
+            f"its {split} split, fewer than the {num_workers} workers."
+        )
+    return readable[index::num_workers][:per_worker]
 
 
-def _square_rgb(image, size):
-    from PIL import Image
+def worker_shard():
+    """`(num_workers, index)` of this process under a `TF_CONFIG` cluster,
+    in `MultiWorkerMirroredStrategy`'s order (the chief first); `(1, 0)`
+    without one."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    chiefs = len(cluster.get("chief", ()))
+    num_workers = chiefs + len(cluster.get("worker", ()))
+    if num_workers <= 1:
+        return 1, 0
+    task = config.get("task", {})
+    index = int(task.get("index", 0))
+    if task.get("type") == "worker":
+        index += chiefs
+    return num_workers, index
 
-    image = image.convert("RGB")
-    scale = size / min(image.size)
-    width = max(size, round(image.width * scale))
-    height = max(size, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = (width - size) // 2, (height - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+def _has_image_signature(file):
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith(IMAGE_SIGNATURES)
+
+
+def _folder_dataset(files, size, shuffle, augment, seed):
+    """Streams `files` as `(image, False)` pairs of uint8 `(size, size, 3)`
+    images (the flag marks a pass's end in `_counting_failures`)."""
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        # Names only: a full permutation costs a few bytes a file.
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    crop = _random_crop(size, seed) if augment else _centre_crop(size)
+    dataset = dataset.map(
+        lambda file: (crop(_decode(tf.io.read_file(file))), False),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    # A file with an image signature that fails to decode is skipped.
+    return dataset.ignore_errors()
+
+
+def _counting_failures(images, count, size, name, split):
+    """`images` (a pass over `count` files, some skipped) made exactly
+    `count` long: the next pass's first images take the place of skipped
+    ones, so every pass has the listed length, which Keras needs (its batches
+    per epoch), and a corrupt file cannot end the run. A pass that skipped
+    files warns once with their number."""
+    end = tf.data.Dataset.from_tensors((tf.zeros((size, size, 3), tf.uint8), True))
+
+    def warn(skipped):
+        warnings.warn(
+            f"Skipped {int(skipped)} image file(s) of {count} that failed to "
+            f"decode in a pass over the {split} split of '{name}'.",
+            stacklevel=1,
+        )
+        return True
+
+    def tally(seen, element):
+        image, last = element
+        # At the end marker, once a pass: the host says how many failed.
+        reported = tf.cond(
+            tf.logical_and(last, seen < count),
+            lambda: tf.py_function(warn, [count - seen], tf.bool),
+            lambda: tf.constant(True),
+        )
+        with tf.control_dependencies([reported]):
+            seen += tf.cast(tf.logical_not(last), tf.int64)
+        return seen, element
+
+    marked = images.concatenate(end).scan(tf.constant(0, tf.int64), tally)
+    images = marked.filter(lambda image, last: tf.logical_not(last))
+    return images.map(lambda image, last: image).repeat().take(count)
+
+
+def _decode(contents):
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape((None, None, 3))
+    return image
+
+
+def _resize_shorter_side(image, side, size):
+    """`image` resized (bicubic, antialiased) so its shorter side is `side`
+    (a float tensor), rounded and at least `size`; the longer side keeps the
+    aspect ratio."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    new_shape = tf.cast(tf.round(shape * side / tf.reduce_min(shape)), tf.int32)
+    new_shape = tf.maximum(new_shape, size)
+    resized = tf.image.resize(image, new_shape, method="bicubic", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def _centre_crop(size):
+    def crop(image):
+        image = _resize_shorter_side(image, tf.constant(float(size)), size)
+        shape = tf.shape(image)
+        top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+        # A static shape: tf.distribute pads an empty replica batch from it.
+        return tf.ensure_shape(
+            image[top : top + size, left : left + size], (size, size, 3)
+        )
+
+    return crop
+
+
+def _random_crop(size, seed):
+    # Three op seeds: one seed for all three would tie the flip to the scale.
+    seeds = (None,) * 3 if seed is None else (seed, seed + 1, seed + 2)
+
+    def crop(image):
+        scale = tf.random.uniform((), *CROP_SCALE, seed=seeds[0])
+        image = _resize_shorter_side(image, scale * size, size)
+        image = tf.image.random_crop(image, (size, size, 3), seed=seeds[1])
+        return tf.image.random_flip_left_right(image, seed=seeds[2])
+
+    return crop
 
 
 def _tfds_errors():

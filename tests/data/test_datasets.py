@@ -1,18 +1,22 @@
 """tf.data pipelines: TensorFlow is a hard dependency, so these run under every
 Keras backend (the pipelines feed `fit` on all of them)."""
 
+import json
 import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow_datasets.core import download as tfds_download
 
 from keras_dvq.data import datasets as data_module
 from keras_dvq.data.datasets import class_names
 from keras_dvq.data.datasets import count_images
+from keras_dvq.data.datasets import folder_files
 from keras_dvq.data.datasets import load_dataset
-from keras_dvq.data.datasets import load_image_folder
+from keras_dvq.data.datasets import worker_shard
 from keras_dvq.data.sample import load_sample_patches
+from keras_dvq.data.sample import patch_boxes
 from keras_dvq.utils.errors import BadInput
 from tests.testing import image_folder
 
@@ -63,7 +67,62 @@ def test_training_pipeline_augments_and_reshuffles(sample_splits):
     assert int(dataset.cardinality()) == len(sample_splits[0]) // 64
 
 
-def test_image_size_resizes(sample_splits):
+@pytest.mark.parametrize(
+    "size, train, validation",
+    [(32, 20_866, 4_250), (64, 14_845, 2_542), (128, 3_028, 318), (256, 490, 19)],
+)
+def test_sample_patch_counts_at_each_size(size, train, validation):
+    # The counts the sample module's docstring promises; 32 px is the
+    # bundled sample of every earlier release.
+    for split, count in (("train", train), ("validation", validation)):
+        boxes, _ = patch_boxes(split, size)
+        assert len(boxes) == count
+    patches = load_sample_patches("validation", patch_size=size)
+    assert patches.shape == (validation, size, size, 3)
+
+
+@pytest.mark.parametrize("size", [32, 128])
+def test_no_validation_patch_overlaps_a_training_region(size):
+    for split in ("train", "validation"):
+        boxes, boundaries = patch_boxes(split, size)
+        boundary = np.asarray(boundaries)[boxes[:, 0]]
+        left, right = boxes[:, 2], boxes[:, 2] + boxes[:, 3]
+        if split == "train":
+            assert (right <= boundary).all()
+        else:
+            assert (left >= boundary).all()
+
+
+def test_sample_patches_are_cut_where_their_boxes_say():
+    from keras_dvq.data.sample import _photographs
+
+    patches, labels = load_sample_patches("validation", True, patch_size=128)
+    boxes, _ = patch_boxes("validation", 128)
+    photos = list(_photographs())
+    np.testing.assert_array_equal(labels, boxes[:, 0])
+    label, top, left, side = boxes[0]  # a full-resolution patch
+    assert side == 128
+    np.testing.assert_array_equal(
+        patches[0], photos[label][top : top + side, left : left + side]
+    )
+
+
+def test_sample_cuts_any_size_from_16_to_256_and_no_other():
+    assert load_sample_patches("validation", patch_size=30).shape[1:] == (30, 30, 3)
+    with pytest.raises(ValueError, match="Received: patch_size=32.0"):
+        load_sample_patches("train", patch_size=32.0)
+    with pytest.raises(ValueError, match="patch_size.*Received: patch_size=15"):
+        load_sample_patches("train", patch_size=15)
+    with pytest.raises(BadInput, match="--image_size 264 is not a patch size"):
+        load_dataset("sample", image_size=264)
+
+
+def test_sample_at_an_image_size_cuts_patches_of_that_size():
+    # It used to upsample the 32-px patches.
+    batch = np.asarray(next(iter(load_dataset("sample", "validation", 8, 64))))
+    np.testing.assert_array_equal(
+        batch, load_sample_patches("validation", patch_size=64)[:8]
+    )
     batch = np.asarray(next(iter(load_dataset("sample", "validation", 8, 16))))
     assert batch.shape == (8, 16, 16, 3)
 
@@ -81,30 +140,113 @@ def test_bad_arguments(kwargs, match):
         load_dataset("sample", **kwargs)
 
 
-def write_image_folder(root, rng):
+def write_image_folder(root):
+    """22 image files of mixed sizes and formats, a broken one and a text
+    file; each image is one flat colour, its index, so that any crop of it
+    says which file it came from."""
     from PIL import Image
 
     (root / "nested").mkdir(parents=True)
+    formats = ("png", "jpg", "gif", "bmp")
     for index in range(20):
-        pixels = rng.integers(0, 256, size=(40 + index, 50, 3), dtype=np.uint8)
+        pixels = np.full((40 + 3 * index, 50 + index % 7, 3), 10 * index, np.uint8)
         mode, folder = ("RGB", root) if index % 2 else ("RGBA", root / "nested")
-        image = Image.fromarray(pixels).convert(mode)
-        image.save(folder / f"image_{index:02d}.png")
-    Image.fromarray(pixels[..., 0]).save(root / "gray.jpg")  # grayscale
+        fmt = formats[index % 4]
+        image = Image.fromarray(pixels)
+        if fmt == "png":
+            image = image.convert(mode)
+        image.save(folder / f"image_{index:02d}.{fmt}")
+    Image.fromarray(np.full((30, 90), 250, np.uint8)).save(root / "m_gray.png")
     (root / "broken.png").write_bytes(b"not a png")
     (root / "notes.txt").write_text("ignored")
 
 
-def test_image_folder_reads_converts_and_splits(tmp_path, rng):
-    write_image_folder(tmp_path, rng)
+def folder_images(name, split, **kwargs):
+    batches = load_dataset(name, split, batch_size=64, **kwargs)
+    return np.concatenate([np.asarray(batch) for batch in batches])
+
+
+def test_image_folder_streams_converts_and_splits(tmp_path):
+    write_image_folder(tmp_path)
+    name = f"folder:{tmp_path}"
+    # 22 image files, sorted (broken, the odd images, m_gray, nested/ the
+    # even ones): every 10th validates (image_17 and nested/image_14), the
+    # broken one is counted and skipped.
     with pytest.warns(UserWarning, match="Skipped 1 unreadable image file"):
-        train = load_image_folder(str(tmp_path), "train", image_size=24)
-    validation = load_image_folder(str(tmp_path), "validation", image_size=24)
-    assert train.shape[1:] == (24, 24, 3) and train.dtype == np.uint8
-    # 22 image files: every 10th (sorted) validates, one broken file trains.
-    assert len(validation) == 2 and len(train) == 22 - 2 - 1
-    dataset = load_dataset(f"folder:{tmp_path}", "validation", 4, image_size=24)
-    np.testing.assert_array_equal(np.asarray(next(iter(dataset))), validation)
+        train = folder_images(name, "train", image_size=24, drop_remainder=False)
+    validation = folder_images(name, "validation", image_size=24)
+    assert train.shape == (22 - 2 - 1, 24, 24, 3) and train.dtype == np.uint8
+    assert validation.shape == (2, 24, 24, 3)
+    # Centre crops of flat images: the colour says which file (jpg is lossy).
+    np.testing.assert_allclose(validation[0], 170, atol=3)
+    np.testing.assert_allclose(validation[1], 140, atol=3)
+    colours = sorted(int(np.median(image)) for image in train)
+    expected = sorted(10 * i for i in range(20) if i not in (14, 17)) + [250]
+    np.testing.assert_allclose(colours, expected, atol=3)
+    assert (train == 250).all(axis=(1, 2, 3)).sum() == 1  # grayscale to RGB
+    np.testing.assert_array_equal(
+        validation, folder_images(name, "validation", image_size=24)
+    )
+
+
+def test_folder_images_have_a_static_shape(tmp_path):
+    # tf.distribute builds an empty replica's part of a last partial batch
+    # from the static shape: (0, None, None, 3) broke multi-device validation.
+    name = image_folder(tmp_path / "images", count=20)
+    for split in ("train", "validation"):
+        dataset = load_dataset(name, split, batch_size=4, image_size=24)
+        assert dataset.element_spec.shape[1:] == (24, 24, 3)
+
+
+def test_folder_split_is_every_tenth_sorted_file(tmp_path):
+    name = image_folder(tmp_path / "images", count=40)
+    validation = folder_files(name[len("folder:") :], "validation")
+    train = folder_files(name[len("folder:") :], "train")
+    assert [path[-8:] for path in validation] == [
+        "0009.png",
+        "0019.png",
+        "0029.png",
+        "0039.png",
+    ]
+    assert len(train) == 36 and not set(train) & set(validation)
+
+
+def test_folder_training_crops_flips_and_reshuffles(tmp_path, rng):
+    pixels = rng.integers(0, 256, size=(10, 48, 64, 3), dtype=np.uint8)
+    name = image_folder(tmp_path / "images", images=pixels)
+    dataset = load_dataset(name, "train", batch_size=9, image_size=32, seed=1)
+    first, second = (np.asarray(batch) for batch in (*dataset, *dataset))
+    assert first.shape == (9, 32, 32, 3) and int(dataset.cardinality()) == 1
+    assert not np.array_equal(first, second)  # new order and crops each pass
+    # Validation centre-crops: the same pixels every time, no flip.
+    plain = load_dataset(name, "train", 9, 32, shuffle=False, augment=False)
+    assert np.array_equal(*(np.asarray(next(iter(plain))) for _ in range(2)))
+
+
+def test_images_already_at_the_size_keep_their_pixels(tmp_path, rng):
+    pixels = rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    name = image_folder(tmp_path / "images", images=pixels)
+    validation = folder_images(name, "validation", image_size=32)
+    np.testing.assert_array_equal(validation, pixels[9:])
+
+
+def test_a_file_that_fails_to_decode_does_not_end_the_pass(tmp_path):
+    name = image_folder(tmp_path / "images", count=20)
+    good = (tmp_path / "images" / "0000.png").read_bytes()
+    (tmp_path / "images" / "0001.png").write_bytes(good[:60])  # truncated
+    dataset = load_dataset(name, "train", batch_size=6, image_size=16)
+    # 18 listed training files: every pass has 3 full batches.
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="Skipped 1 image file.* of 18 that"):
+            assert [len(batch) for batch in dataset] == [6, 6, 6]
+
+
+def test_a_folder_without_readable_images_is_bad_input(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.warns(UserWarning, match="Skipped 2"):
+        with pytest.raises(BadInput, match="no readable"):
+            load_dataset(f"folder:{tmp_path}")
 
 
 def test_image_folder_errors(tmp_path):
@@ -236,6 +378,104 @@ def test_a_labelled_tfds_dataset_has_its_class_names(monkeypatch, tmp_path):
     assert class_names("fake") == ["x"]
 
 
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({}, (1, 0)),
+        ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}, (1, 0)),
+        (
+            {
+                "cluster": {"worker": ["a:1", "b:1", "c:1"]},
+                "task": {"type": "worker", "index": 2},
+            },
+            (3, 2),
+        ),
+        (
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                "task": {"type": "worker", "index": 0},
+            },
+            (3, 1),
+        ),
+        (
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                "task": {"type": "chief", "index": 0},
+            },
+            (2, 0),
+        ),
+    ],
+    ids=["none", "one_worker", "third_worker", "worker_after_chief", "chief"],
+)
+def test_worker_shard_from_tf_config(monkeypatch, config, expected):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert worker_shard() == expected
+
+
+def test_workers_read_disjoint_shards_of_the_files(tmp_path, monkeypatch):
+    name = image_folder(tmp_path / "images", count=40)
+    dataset = load_dataset(name, "train", batch_size=4)
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.AUTO  # one worker
+    path = name[len("folder:") :]
+    shards = [folder_files(path, "train", worker=(3, i)) for i in range(3)]
+    assert [len(shard) for shard in shards] == [12, 12, 12]
+    assert sorted(sum(shards, [])) == folder_files(path, "train")
+    # 34 training files: 12, 11 and 11 by position, every worker keeps 11
+    # (the same steps on every worker); the files stay disjoint.
+    odd = image_folder(tmp_path / "odd", count=37)[len("folder:") :]
+    shards = [folder_files(odd, "train", worker=(3, i)) for i in range(3)]
+    assert [len(shard) for shard in shards] == [11, 11, 11]
+    assert len(set(sum(shards, []))) == 33
+    with pytest.raises(BadInput, match="fewer than the 5 workers"):
+        folder_files(odd, "validation", worker=(5, 0))
+    cluster = {"worker": ["a:1", "b:1", "c:1"]}
+    task = {"type": "worker", "index": 1}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    dataset = load_dataset(name, "train", batch_size=4)
+    assert int(dataset.cardinality()) == 3  # 12 files of worker 1
+    # tf.data must not shard the worker's shard again.
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.OFF
+
+
+class PreparedBuilder:
+    """A prepared tfds builder of `size` 8x8 images per split."""
+
+    def __init__(self, size):
+        self.size = size
+        self.info = types.SimpleNamespace(
+            features={"image": None}, splits={"train": None, "test": None}
+        )
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split, shuffle_files=False):
+        images = np.zeros((self.size, 8, 8, 3), np.uint8)
+        return tf.data.Dataset.from_tensor_slices({"image": images})
+
+
+@pytest.mark.parametrize(
+    "size, shuffle_buffer, expected",
+    [(30_000, None, 10_000), (500, None, 500), (30_000, 256, 256)],
+    ids=["bounded", "split_smaller", "argument"],
+)
+def test_tfds_shuffle_buffer_is_bounded(monkeypatch, size, shuffle_buffer, expected):
+    fake_tfds(monkeypatch, PreparedBuilder(size))
+    buffers = []
+    shuffle = tf.data.Dataset.shuffle
+
+    def recording_shuffle(dataset, buffer_size, *args, **kwargs):
+        buffers.append(buffer_size)
+        return shuffle(dataset, buffer_size, *args, **kwargs)
+
+    monkeypatch.setattr(tf.data.Dataset, "shuffle", recording_shuffle)
+    dataset = load_dataset("fake", "train", 16, 8, shuffle_buffer=shuffle_buffer)
+    assert buffers == [expected]
+    assert np.asarray(next(iter(dataset))).shape == (16, 8, 8, 3)
+
+
 def test_count_images_of_batched_datasets(tmp_path):
     validation = load_dataset("sample", "validation", batch_size=128)
     assert count_images(validation) == 4250  # 33 full batches and one of 26
@@ -245,9 +485,11 @@ def test_count_images_of_batched_datasets(tmp_path):
     assert count_images(validation.unbatch().batch(100)) is None  # unknown
 
 
-def test_pipelines_run_without_autotuning():
+def test_pipelines_run_without_autotuning(tmp_path):
     # Dropping an autotuned iterator waits for its tuning thread: seconds at
     # every validation of a `fit` (docs/benchmarks.md).
-    for split in ("train", "validation"):
-        dataset = load_dataset("sample", split, batch_size=4)
-        assert dataset.options().autotune.enabled is False
+    folder = image_folder(tmp_path / "images", count=20)
+    for name in ("sample", folder):
+        for split in ("train", "validation"):
+            dataset = load_dataset(name, split, batch_size=4)
+            assert dataset.options().autotune.enabled is False

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_dvq.schedules import CosineAnnealing
+from keras_dvq.utils.training_state import optimizer_step
 from keras_dvq.utils.training_state import sync_training_state
 from keras_dvq.utils.validation import check_non_negative
 from keras_dvq.utils.validation import check_non_negative_int
@@ -30,10 +31,6 @@ def _quantizer_variable(callback, name):
             f"quantizer of type {type(quantizer).__name__}"
         )
     return quantizer, variable
-
-
-def _optimizer_step(model):
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def _same_schedule(a, b):
@@ -72,7 +69,7 @@ class _CosineSchedule(keras.callbacks.Callback):
         schedule = self.schedule
         changed = not _same_schedule(getattr(quantizer, attribute), schedule)
         setattr(quantizer, attribute, schedule)
-        step = _optimizer_step(self.model)
+        step = optimizer_step(self.model)
         quantizer.iterations.assign(ops.cast(step, quantizer.iterations.dtype))
         if changed:
             # A step traced in an earlier `fit` holds the old schedule.
@@ -197,7 +194,7 @@ class ArgmaxCodesPhase(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         _, self._variable = _quantizer_variable(self, "argmax_codes")
-        self._step = _optimizer_step(self.model)
+        self._step = optimizer_step(self.model)
         self._steps_per_batch = getattr(self.model, "steps_per_execution", 1) or 1
         # A run resumed inside the phase has already reset its momentum.
         self.value = float(ops.convert_to_numpy(self._variable))

@@ -22,8 +22,8 @@ import time
 import keras
 
 from keras_dvq.utils import atomic
-from keras_dvq.utils.divergence import optimizer_step
 from keras_dvq.utils.divergence import raise_if_not_finite
+from keras_dvq.utils.training_state import optimizer_step
 from keras_dvq.utils.validation import check_positive
 from keras_dvq.utils.validation import check_positive_int
 

@@ -9,9 +9,9 @@ do not run) and it names the step and the terms.
 import math
 
 import keras
-from keras import ops
 
 from keras_dvq.utils.divergence import TrainingDiverged
+from keras_dvq.utils.training_state import optimizer_step
 
 
 class StopOnDivergence(keras.callbacks.Callback):
@@ -35,7 +35,7 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        self._step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        self._step = optimizer_step(model)
         # Read once: on JAX every read of `self.model` syncs the whole
         # training state to the variables, which per batch costs a step's
         # worth of host work.

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_dvq.utils import atomic
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.training_state import optimizer_step
 from keras_dvq.utils.training_state import sync_training_state
 
 
@@ -57,12 +58,6 @@ def check_finite_model(model, argument):
             f"in {len(bad)} variable(s), e.g. {bad[0]}); it comes from a run "
             "that diverged. Use an earlier checkpoint (best.keras) or retrain."
         )
-
-
-def optimizer_step(model):
-    """The optimizer's step count, read after syncing the training state."""
-    sync_training_state(model)
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def raise_if_not_finite(model):

@@ -1,4 +1,6 @@
-"""Syncing the training state before a callback assigns a variable."""
+"""Syncing the training state before a callback reads or assigns it."""
+
+from keras import ops
 
 
 def sync_training_state(model):
@@ -11,3 +13,9 @@ def sync_training_state(model):
     """
     if hasattr(model, "jax_state_sync"):
         model.jax_state_sync()
+
+
+def optimizer_step(model):
+    """The optimizer's step count, read after syncing the training state."""
+    sync_training_state(model)
+    return int(ops.convert_to_numpy(model.optimizer.iterations))

@@ -33,6 +33,7 @@ from keras_dvq.data.sample import PATCH_SIZES
 from keras_dvq.data.sample import PHOTOGRAPHS
 from keras_dvq.data.sample import load_sample_patches
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.errors import describe
 from keras_dvq.utils.validation import check_choice
 from keras_dvq.utils.validation import check_positive_int
 
@@ -392,12 +393,6 @@ def _tfds_errors():
     )
 
 
-def _first_line(error):
-    text = str(error).strip()
-    reason = text.splitlines()[0] if text else ""
-    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
-
-
 def _tfds_builder(name, data_dir):
     import tensorflow_datasets as tfds
 
@@ -407,12 +402,12 @@ def _tfds_builder(name, data_dir):
         raise BadInput(
             f"--dataset {name}: expected 'sample', 'folder:PATH' or a "
             f"tensorflow-datasets name; tensorflow-datasets has no {name!r} "
-            f"({_first_line(error)})."
+            f"({describe(error)})."
         ) from error
     except _tfds_errors() as error:
         raise BadInput(
             f"--dataset {name}: tensorflow-datasets knows it but cannot build "
-            f"its builder ({_first_line(error)})."
+            f"its builder ({describe(error)})."
         ) from error
 
 
@@ -438,7 +433,7 @@ def _prepare(builder, name):
     except _tfds_errors() as error:
         raise BadInput(
             f"{where}, and downloading and preparing it failed "
-            f"({_first_line(error)}). {remedy}"
+            f"({describe(error)}). {remedy}"
         ) from error
 
 

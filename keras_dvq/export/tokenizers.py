@@ -16,6 +16,7 @@ import numpy as np
 from keras_dvq.export.saved_model import TOKENIZER_INFO_FILE
 from keras_dvq.export.saved_model import read_tokenizer_info
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.errors import describe
 
 
 class KerasTokenizer:
@@ -174,8 +175,6 @@ def load_tokenizer(path):
             return SavedModelTokenizer(path)
         return KerasTokenizer(path)
     except Exception as error:  # corrupt or foreign files raise many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise BadInput(
-            f"{path}: cannot be loaded as a tokenizer ({type(error).__name__}: "
-            f"{reason})."
+            f"{path}: cannot be loaded as a tokenizer ({describe(error)})."
         ) from error

@@ -19,3 +19,12 @@ class BadInput(ValueError):
     raise BadInput("--dataset folder:photos: no images found under photos")
     ```
     """
+
+
+def describe(error):
+    """`"TypeName: first line of its message"` (the type alone for an empty
+    message): what a one-line error says of an exception it wraps, e.g. one
+    of the many that a corrupt file raises inside a loader."""
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__

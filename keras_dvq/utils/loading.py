@@ -5,6 +5,7 @@ import os
 import keras
 
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.errors import describe
 
 
 def load_model_file(path, argument, expected=None):
@@ -32,9 +33,8 @@ def load_model_file(path, argument, expected=None):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # corrupt or foreign files raise many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise BadInput(
-            f"{argument} {path}: cannot be loaded ({type(error).__name__}: {reason})."
+            f"{argument} {path}: cannot be loaded ({describe(error)})."
         ) from error
     if expected is not None and not isinstance(model, expected):
         raise BadInput(

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from keras_dvq.export.diffusers_vqgan import load_vq_model
+from keras_dvq.utils import atomic
 from keras_dvq.utils import cli
 from keras_dvq.utils.errors import BadInput
 
@@ -36,7 +37,7 @@ def convert(args):
         raise BadInput(f"OUT {out}: exists; conversions never overwrite a file")
     model = load_vq_model(args.src)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    atomic.save_model(model, out)  # a kill leaves no torn OUT
     print(
         f"wrote {out}: {model.quantizer.vocabulary_size} codes, stride "
         f"{model.stride}, {model.count_params()} parameters"

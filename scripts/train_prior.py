@@ -39,6 +39,7 @@ from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.evaluation.measures import entropy_bits  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.training.builders import run_length  # noqa: E402
+from keras_dvq.utils import atomic  # noqa: E402
 from keras_dvq.utils import cli  # noqa: E402
 from keras_dvq.utils.cli import positive_float  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
@@ -184,7 +185,7 @@ def train(args):
         callbacks=[keras.callbacks.CSVLogger(os.path.join(args.out, "metrics.csv"))],
         verbose=1 if sys.stdout.isatty() else 2,
     ).history
-    prior.save(os.path.join(args.out, "prior.keras"))
+    atomic.save_model(prior, os.path.join(args.out, "prior.keras"))
     nats = prior.evaluate(
         model_inputs(evaluated, conditional), batch_size=256, verbose=0
     )

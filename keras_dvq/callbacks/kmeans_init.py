@@ -69,7 +69,9 @@ class KMeansInit(keras.callbacks.Callback):
         if self.model.optimizer is not None and self.model.optimizer.iterations > 0:
             return
         rng = np.random.default_rng(self.seed)
-        images = _sample_images(self.data, self._images_needed(), rng)
+        side = self.model.image_size or _image_side(self.data)
+        needed = images_for_kmeans(self.num_samples, side, self.model.stride)
+        images = _sample_images(self.data, needed, rng)
         if not self.model.built:
             self.model.build((None,) + images.shape[1:])
         latents = self.model.project(
@@ -86,11 +88,35 @@ class KMeansInit(keras.callbacks.Callback):
             verbose=self.verbose,
         )
 
-    def _images_needed(self):
-        stride = self.model.stride or 1
-        # A 32x32 image at stride 4 gives 64 vectors; smaller strides give more.
-        positions = max((32 // stride) ** 2, 1)
-        return math.ceil(self.IMAGE_OVERSAMPLING * self.num_samples / positions)
+
+def images_for_kmeans(num_samples, image_size, stride):
+    """How many `image_size` images give `num_samples` well-spread latents.
+
+    Vectors are drawn from `KMeansInit.IMAGE_OVERSAMPLING` times more
+    positions than needed, so that neighbouring (correlated) positions do not
+    dominate; a 256-px image at stride 16 has 256 positions, a 32-px image at
+    stride 4 has 64, so the larger image needs 4x fewer images (and the
+    budget in memory stays near `num_samples` latents, not a fixed count of
+    ever larger images).
+
+    Args:
+        num_samples: int. Latent vectors to cluster.
+        image_size: int or `None`. Side of the square images (`None`: 32).
+        stride: int or `None`. The encoder's downsampling factor (`None`: 1).
+
+    Returns:
+        The number of images, an int >= 1.
+    """
+    side = (image_size or 32) // (stride or 1)
+    positions = max(side * side, 1)
+    return math.ceil(KMeansInit.IMAGE_OVERSAMPLING * num_samples / positions)
+
+
+def _image_side(data):
+    """The image height of an array or dataset of images, or `None`."""
+    images = images_of(data.element_spec if hasattr(data, "element_spec") else data)
+    shape = tuple(images.shape if hasattr(images, "shape") else np.shape(images))
+    return int(shape[-3]) if len(shape) >= 3 and shape[-3] else None
 
 
 def _sample_images(data, count, rng):

@@ -26,6 +26,8 @@ from keras_dvq.callbacks import ReconstructionLogger
 from keras_dvq.callbacks import StepBackup
 from keras_dvq.callbacks import StopOnDivergence
 from keras_dvq.callbacks import TrainingCurves
+from keras_dvq.callbacks.kmeans_init import images_for_kmeans
+from keras_dvq.data.datasets import images_of
 from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.training import builders
 from keras_dvq.training.config import MAY_CHANGE_ON_RESUME
@@ -37,8 +39,12 @@ from keras_dvq.utils.atomic import remove_temporaries
 from keras_dvq.utils.divergence import save_finite_model
 from keras_dvq.utils.errors import BadInput
 
-KMEANS_IMAGES = 5000  # images handed to KMeansInit (it samples 20,000 vectors)
-LOGGED_IMAGES = 1024  # validation images behind the usage chart
+KMEANS_LATENTS = 20_000  # encoder outputs KMeansInit clusters
+# The usage chart counts codes on this many latent positions of validation
+# images (1,024 images at 32 px and stride 4): held in memory for the whole
+# run, so a 256-px run keeps 256 images, not 1,024 (805 MB in float32).
+LOGGED_POSITIONS = 65_536
+MIN_LOGGED_IMAGES = 16  # the reconstruction grid's
 MAX_SCANNED_BATCHES = 64  # the logged images are spread over these
 DEVICE_TYPE = "GPU"  # what `gpus` counts (tests count logical CPU devices)
 OUTPUTS = (
@@ -136,7 +142,7 @@ def _train(config, extra_callbacks):
         if config.vq_flavor == "gumbel":
             schedules = builders.gumbel_callbacks(hparams, epochs * steps_per_epoch)
         callbacks = make_callbacks(
-            config, schedules, train_data, val_data, steps_per_epoch
+            config, model, schedules, train_data, val_data, steps_per_epoch
         )
         best = next(c for c in callbacks if isinstance(c, BestCheckpoint))
         backup = StepBackup(backup_dir, config.backup_every, best_checkpoint=best)
@@ -215,11 +221,11 @@ def fit_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
-def make_callbacks(config, schedules, train_data, val_data, steps_per_epoch):
+def make_callbacks(config, model, schedules, train_data, val_data, steps_per_epoch):
     """The run's callbacks, in the order they must run."""
     metrics_csv = os.path.join(config.out, "metrics.csv")
-    validation_images = np.concatenate(list(val_data.take(MAX_SCANNED_BATCHES)))
-    spread = np.linspace(0, len(validation_images) - 1, LOGGED_IMAGES).astype(int)
+    positions = (config.image_size // (model.stride or 1)) ** 2
+    logged = max(MIN_LOGGED_IMAGES, -(-LOGGED_POSITIONS // positions))
     callbacks = [
         StopOnDivergence(),  # first: nothing else sees a diverged step
         # Before the loggers (they write their values into the epoch logs).
@@ -232,20 +238,37 @@ def make_callbacks(config, schedules, train_data, val_data, steps_per_epoch):
         TrainingCurves(metrics_csv, steps_per_epoch, title=config.out),
         keras.callbacks.TensorBoard(os.path.join(config.out, "tensorboard")),
         ReconstructionLogger(
-            validation_images[np.unique(spread)],
+            spread_images(val_data, logged, MAX_SCANNED_BATCHES),
             config.out,
             log_dir=os.path.join(config.out, "tensorboard"),
         ),
     ]
     initializable = QUANTIZERS[config.vq_flavor].initializable_codes
     if initializable and not config.no_kmeans_init:
+        needed = images_for_kmeans(KMEANS_LATENTS, config.image_size, model.stride)
         kmeans_images = np.concatenate(
-            list(train_data.take(-(-KMEANS_IMAGES // config.batch_size)))
+            list(train_data.take(-(-needed // config.batch_size)))
         )
         callbacks.insert(
             0, KMeansInit(kmeans_images, seed=config.seed, verbose=fit_verbosity())
         )
     return callbacks
+
+
+def spread_images(dataset, count, max_batches):
+    """About `count` images spread evenly over the first `max_batches`
+    batches of `dataset`, keeping only those in memory as it reads."""
+    batches = int(dataset.cardinality())
+    batches = max_batches if batches < 0 else min(batches, max_batches)
+    kept, seen, every = [], 0, None
+    for batch in dataset.take(batches).as_numpy_iterator():
+        images = images_of(batch)
+        if every is None:  # the first batch tells the batch size
+            every = max(1, batches * len(images) // count)
+        first = -seen % every
+        kept.append(images[first::every])
+        seen += len(images)
+    return np.concatenate(kept)[:count]
 
 
 def divergence_advice(config, error):

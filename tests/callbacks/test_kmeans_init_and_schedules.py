@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_dvq.callbacks import quantizer_schedules
 from keras_dvq.callbacks.kmeans_init import KMeansInit
+from keras_dvq.callbacks.kmeans_init import images_for_kmeans
 from keras_dvq.callbacks.quantizer_schedules import ArgmaxCodesPhase
 from keras_dvq.callbacks.quantizer_schedules import KLWeightRamp
 from keras_dvq.callbacks.quantizer_schedules import TemperatureAnnealing
@@ -77,6 +78,27 @@ def test_kmeans_init_accepts_datasets_of_pairs_and_dicts(rng):
         model.fit(data, batch_size=16, epochs=1, callbacks=[init], verbose=0)
         assert init.centroids.shape == (8, 4)
         assert np.isfinite(init.centroids).all()
+
+
+def test_kmeans_image_budget_follows_the_latent_grid():
+    # 4 x 20,000 positions: 64 per 32-px image at stride 4, 256 per 256-px
+    # image at stride 16, 4 per 8-px image at stride 4.
+    assert images_for_kmeans(20_000, 32, 4) == 1250
+    assert images_for_kmeans(20_000, 256, 16) == 313
+    assert images_for_kmeans(20_000, 256, 8) == 79
+    assert images_for_kmeans(100, 8, 4) == 100
+    assert images_for_kmeans(100, None, None) == 1  # 32 px, stride 1
+
+
+def test_kmeans_init_draws_enough_images_of_any_size(rng):
+    # 8-px images at stride 4 have 4 positions each: 200 samples need 200
+    # images (of the 64 there are), not the 13 a 32-px budget would take.
+    data = images(rng, count=64)
+    model = tiny_model()
+    model.compile()
+    init = KMeansInit(data, num_samples=200, seed=0)
+    model.fit(data, batch_size=16, epochs=1, callbacks=[init], verbose=0)
+    assert init.samples.shape == (200, 4)
 
 
 def test_kmeans_init_leaves_a_trained_model_alone(rng):

@@ -71,12 +71,16 @@ class KMeansInit(keras.callbacks.Callback):
         rng = np.random.default_rng(self.seed)
         side = self.model.image_size or _image_side(self.data)
         needed = images_for_kmeans(self.num_samples, side, self.model.stride)
-        images = _sample_images(self.data, needed, rng)
+        images = _sample_images(self.data, needed, self.batch_size, rng)
         if not self.model.built:
-            self.model.build((None,) + images.shape[1:])
+            self.model.build((None,) + _image_shape(images)[1:])
+        # A dataset is encoded batch by batch: only the latents (a few KB an
+        # image) are held, never `needed` images at once.
         latents = self.model.project(
             images, batch_size=self.batch_size, verbose=self.verbose
         )
+        if len(latents) == 0:
+            raise ValueError("Argument `data` of KMeansInit holds no images.")
         # Too few latents for the codes: `initialize_codes` says so.
         latents = latents.reshape(-1, latents.shape[-1])
         rows = rng.choice(len(latents), min(self.num_samples, len(latents)), False)
@@ -114,30 +118,32 @@ def images_for_kmeans(num_samples, image_size, stride):
 
 def _image_side(data):
     """The image height of an array or dataset of images, or `None`."""
-    images = images_of(data.element_spec if hasattr(data, "element_spec") else data)
-    shape = tuple(images.shape if hasattr(images, "shape") else np.shape(images))
+    shape = _image_shape(data)
     return int(shape[-3]) if len(shape) >= 3 and shape[-3] else None
 
 
-def _sample_images(data, count, rng):
-    """Up to `count` images of `data` as a NumPy array (random for arrays,
-    the first ones of a dataset, which `fit` would shuffle anyway)."""
-    if hasattr(data, "as_numpy_iterator"):
-        batches, total = [], 0
-        for element in data.as_numpy_iterator():
-            images = np.asarray(images_of(element))
-            if images.ndim == 3:  # an unbatched dataset
-                images = images[None]
-            batches.append(images)
-            total += len(images)
-            if total >= count:
-                break
-        if not batches:
-            raise ValueError("Argument `data` of KMeansInit is an empty dataset.")
-        return np.concatenate(batches)[:count]
+def _image_shape(data):
+    """The shape of an array's or a dataset element's images."""
+    images = images_of(data.element_spec if hasattr(data, "element_spec") else data)
+    return tuple(images.shape if hasattr(images, "shape") else np.shape(images))
+
+
+def _sample_images(data, count, batch_size, rng):
+    """Up to `count` images of `data`: a random choice of an array's, or a
+    dataset of the first ones of a dataset (which `fit` shuffles anyway),
+    batched by `batch_size`."""
+    if hasattr(data, "element_spec"):
+        images = data.map(_images_of_element)
+        if images.element_spec.shape.rank == 4:
+            images = images.unbatch()
+        return images.take(count).batch(batch_size)
     images = np.asarray(images_of(data))
-    if len(images) == 0:
-        raise ValueError("Argument `data` of KMeansInit holds no images.")
     if len(images) > count:
         images = images[np.sort(rng.choice(len(images), count, replace=False))]
-    return np.asarray(images)
+    return images
+
+
+def _images_of_element(*element):
+    """`images_of` for `Dataset.map`, which hands a pair's parts as
+    separate arguments."""
+    return images_of(element[0] if len(element) == 1 else element)

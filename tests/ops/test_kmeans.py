@@ -1,6 +1,9 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 
+from keras_dvq.ops import kmeans as kmeans_module
 from keras_dvq.ops.kmeans import kmeans
 
 
@@ -58,3 +61,43 @@ def test_progress_is_shown_on_request_and_changes_nothing(capsys):
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1 and "28/28" in printed  # 8 seeds + 20 iterations
     np.testing.assert_array_equal(silent, shown)
+
+
+def test_assignment_in_blocks_equals_the_whole_distance_matrix(rng, monkeypatch):
+    points = rng.normal(size=(1000, 3))
+    centroids = rng.normal(size=(64, 3))
+    whole = ((points[:, None] - centroids[None]) ** 2).sum(axis=-1)
+    monkeypatch.setattr(kmeans_module, "MAX_BLOCK_ENTRIES", 64 * 7)  # 7 rows
+    index, distance = kmeans_module._nearest_centroids(points, centroids)
+    np.testing.assert_array_equal(index, whole.argmin(axis=1))
+    np.testing.assert_allclose(distance, whole.min(axis=1), atol=1e-12)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(
+        kmeans(points, 64, seed=3), _kmeans_with_block_entries(points, 64 * 7)
+    )
+
+
+def _kmeans_with_block_entries(points, entries):
+    saved = kmeans_module.MAX_BLOCK_ENTRIES
+    kmeans_module.MAX_BLOCK_ENTRIES = entries
+    try:
+        return kmeans(points, 64, seed=3)
+    finally:
+        kmeans_module.MAX_BLOCK_ENTRIES = saved
+
+
+def test_memory_is_bounded_by_the_block_not_points_times_clusters(rng):
+    # 8,000 x 1,024 float64 distances would be 65 MB; blocks of 2**16
+    # entries keep the peak near the points themselves (192 KB).
+    points = rng.normal(size=(8000, 3))
+    centroids = rng.normal(size=(1024, 3))
+    saved = kmeans_module.MAX_BLOCK_ENTRIES
+    kmeans_module.MAX_BLOCK_ENTRIES = 2**16
+    tracemalloc.start()
+    try:
+        kmeans_module._nearest_centroids(points, centroids)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        kmeans_module.MAX_BLOCK_ENTRIES = saved
+    assert peak < 8 * 2**20, peak

@@ -26,7 +26,6 @@ from keras_dvq.callbacks import ReconstructionLogger
 from keras_dvq.callbacks import StepBackup
 from keras_dvq.callbacks import StopOnDivergence
 from keras_dvq.callbacks import TrainingCurves
-from keras_dvq.callbacks.kmeans_init import images_for_kmeans
 from keras_dvq.data.datasets import images_of
 from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.training import builders
@@ -39,7 +38,10 @@ from keras_dvq.utils.atomic import remove_temporaries
 from keras_dvq.utils.divergence import save_finite_model
 from keras_dvq.utils.errors import BadInput
 
-KMEANS_LATENTS = 20_000  # encoder outputs KMeansInit clusters
+# Encoder outputs KMeansInit clusters: 20,000 (the original repo's), or 4 a
+# code for large codebooks (65,536 for 16,384 codes).
+KMEANS_LATENTS = 20_000
+KMEANS_LATENTS_PER_CODE = 4
 # The usage chart counts codes on this many latent positions of validation
 # images (1,024 images at 32 px and stride 4): held in memory for the whole
 # run, so a 256-px run keeps 256 images, not 1,024 (805 MB in float32).
@@ -122,6 +124,7 @@ def _train(config, extra_callbacks):
         data_dir=config.data_dir,
         seed=data_seed,
         image_size=config.image_size,
+        shuffle_buffer=config.shuffle_buffer,
     )
     batches_per_pass = int(train_data.cardinality())
     if config.epochs:
@@ -245,13 +248,14 @@ def make_callbacks(config, model, schedules, train_data, val_data, steps_per_epo
     ]
     initializable = QUANTIZERS[config.vq_flavor].initializable_codes
     if initializable and not config.no_kmeans_init:
-        needed = images_for_kmeans(KMEANS_LATENTS, config.image_size, model.stride)
-        kmeans_images = np.concatenate(
-            list(train_data.take(-(-needed // config.batch_size)))
+        codes = getattr(model.quantizer, "num_embeddings", 0)
+        kmeans = KMeansInit(
+            train_data,
+            num_samples=max(KMEANS_LATENTS, KMEANS_LATENTS_PER_CODE * codes),
+            seed=config.seed,
+            verbose=fit_verbosity(),
         )
-        callbacks.insert(
-            0, KMeansInit(kmeans_images, seed=config.seed, verbose=fit_verbosity())
-        )
+        callbacks.insert(0, kmeans)
     return callbacks
 
 

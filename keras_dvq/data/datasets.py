@@ -8,10 +8,11 @@
 
 Training splits get a shuffle per epoch and an augmentation: the original
 repo's (reflect-pad 4, random crop back to the image size, horizontal flip)
-for `sample` and tfds; for folders, a random square crop of the image resized
-to a shorter side of 1.0-1.15 times the image size, and a horizontal flip.
-Validation splits get no shuffle, and folders a centre crop of the image
-resized to the image size.
+for `sample` and tfds images stored at the image size; for folders and tfds
+images of other sizes, a random square crop of the image resized to a
+shorter side of 1.0-1.15 times the image size, and a horizontal flip.
+Validation splits get no shuffle, and folders and tfds images of other sizes
+a centre crop of the image resized to the image size (never squashed).
 
 Folders stream: the sorted file list is split and listed once (that gives the
 batches per epoch), and tf.data reads, decodes and resizes the files in
@@ -44,6 +45,8 @@ PAD = 4
 # times the image size: a random crop of mostly the whole picture.
 CROP_SCALE = (1.0, 1.15)
 SHUFFLE_BUFFER = 10_000  # the tfds default: bounded, the split size if smaller
+# ... and at most this many bytes of images: 5,461 images at 256 px, not 2 GB.
+SHUFFLE_BUFFER_BYTES = 2**30
 # The first bytes of every format `tf.io.decode_image` decodes.
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 # TFDS fetches prepared data from this host before the dataset's own site.
@@ -69,8 +72,9 @@ def load_dataset(
         name: `"sample"`, `"folder:PATH"` or a tensorflow-datasets name.
         split: `"train"` or `"validation"` (for tfds, the `"test"` split).
         batch_size: int. Images per batch.
-        image_size: int. Side of the square images; folder images are resized
-            (shorter side) and cropped, tfds images resized if needed;
+        image_size: int. Side of the square images; folder images, and tfds
+            images stored at another size, are resized (shorter side) and
+            cropped;
             `sample` cuts patches of this size (16 to 256).
         data_dir: directory of tensorflow-datasets data (tfds' default if
             `None`).
@@ -84,8 +88,9 @@ def load_dataset(
             of images; only for datasets where `class_names(name)` is not
             `None`.
         shuffle_buffer: int or `None`. Elements in the shuffle buffer of a
-            tfds dataset or `sample`; `None`: 10,000 for tfds (the split size
-            if smaller), the whole split for `sample`. Folders shuffle their
+            tfds dataset or `sample`; `None`: for tfds 10,000, fewer where
+            that would exceed 1 GiB of images (5,461 at 256 px), the split
+            size if smaller; the whole split for `sample`. Folders shuffle their
             whole file list (names only, never images).
 
     Raises:
@@ -131,12 +136,25 @@ def load_dataset(
             size = int(dataset.cardinality())
             default_buffer = size
         else:
-            dataset = _load_tfds(name, split, data_dir, labels).map(
-                _on_images(_resizer(image_size), labels),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
+            dataset = _load_tfds(name, split, data_dir, labels)
+            stored = images_of(dataset.element_spec).shape[:2]
+            # Images stored at another size are resized by their shorter side
+            # and cropped (randomly with a flip for training, as folders),
+            # never squashed; those stored at the size get today's padded crop.
+            if tuple(stored) != (image_size, image_size):
+                if augment:
+                    crop, augment = _random_crop(image_size, seed), False
+                else:
+                    crop = _centre_crop(image_size)
+                dataset = dataset.map(
+                    _on_images(crop, labels), num_parallel_calls=tf.data.AUTOTUNE
+                )
             size = int(dataset.cardinality())
-            default_buffer = SHUFFLE_BUFFER if size < 1 else min(size, SHUFFLE_BUFFER)
+            default_buffer = min(
+                SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // (3 * image_size**2)
+            )
+            if size > 0:
+                default_buffer = min(size, default_buffer)
         if shuffle:
             buffer = shuffle_buffer or default_buffer
             dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -475,16 +493,6 @@ def _rgb_image(example):
     if image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     return image[..., :3]
-
-
-def _resizer(size):
-    def resize(image):
-        if image.shape[0] == size and image.shape[1] == size:
-            return image
-        resized = tf.image.resize(image, (size, size), antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    return resize
 
 
 def _augmenter(size, seed):

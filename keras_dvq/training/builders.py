@@ -118,9 +118,12 @@ HPARAM_KEYS = (
 )
 
 
-def load_splits(dataset, batch_size, data_dir=None, seed=None, image_size=32):
+def load_splits(
+    dataset, batch_size, data_dir=None, seed=None, image_size=32, shuffle_buffer=None
+):
     """The training and validation pipelines of `load_dataset` at
-    `image_size`; raises `BadInput` where the training split holds less than
+    `image_size` (the training split shuffled through `shuffle_buffer`
+    elements where it is a tensorflow-datasets split); raises `BadInput` where the training split holds less than
     one batch."""
     train_data = load_dataset(
         dataset,
@@ -129,6 +132,7 @@ def load_splits(dataset, batch_size, data_dir=None, seed=None, image_size=32):
         image_size=image_size,
         data_dir=data_dir,
         seed=seed,
+        shuffle_buffer=shuffle_buffer,
     )
     val_data = load_dataset(
         dataset, "validation", batch_size, image_size=image_size, data_dir=data_dir

@@ -79,7 +79,15 @@ def flavor_options(config, table, argument):
 
 # Settings that do not define the run (left out of run_config.json, which
 # --resume compares), and those a resumed run may change (after a divergence).
-NOT_RUN_CONFIG = ("out", "resume", "gpus", "hparams", "data_dir", "backup_every")
+NOT_RUN_CONFIG = (
+    "out",
+    "resume",
+    "gpus",
+    "hparams",
+    "data_dir",
+    "shuffle_buffer",
+    "backup_every",
+)
 MAY_CHANGE_ON_RESUME = ("learning_rate", "mixed_precision")
 
 
@@ -99,6 +107,8 @@ class TrainingConfig:
         out: the run's output directory.
         dataset: `"sample"`, `"folder:PATH"` or a tensorflow-datasets name.
         data_dir: tensorflow-datasets' data directory.
+        shuffle_buffer: elements in a tensorflow-datasets split's shuffle
+            buffer (`None`: `load_dataset`'s default, 10,000 or the split).
         vq_flavor, enc_dec_flavor, loss_flavor, num_embeddings,
         embedding_dim, n_hid, batch_size, seed: the original repo's flags.
         image_size: side of the square training images; the encoder's
@@ -131,6 +141,7 @@ class TrainingConfig:
     out: str
     dataset: str = "cifar10"
     data_dir: str | None = None
+    shuffle_buffer: int | None = None
     vq_flavor: str = "vq"
     enc_dec_flavor: str = "deepmind"
     loss_flavor: str = "l2"

@@ -80,6 +80,14 @@ def make_train_parser():
     # Ours.
     add("--out", required=True, help="output directory")
     add("--max_steps", type=positive_int, default=1500)
+    add(
+        "--shuffle_buffer",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="shuffle buffer of a tensorflow-datasets split (default: 10,000 or "
+        "the split, if smaller); folders and sample shuffle their file list",
+    )
     add("--epochs", type=positive_int, default=None, help="full passes instead")
     add("--resume", action="store_true", help="continue an interrupted run")
     add(

@@ -440,10 +440,12 @@ def test_workers_read_disjoint_shards_of_the_files(tmp_path, monkeypatch):
 
 
 class PreparedBuilder:
-    """A prepared tfds builder of `size` 8x8 images per split."""
+    """A prepared tfds builder of `size` images per split: black 8x8 ones,
+    or those `images(size)` makes."""
 
-    def __init__(self, size):
+    def __init__(self, size, images=None):
         self.size = size
+        self.images = images
         self.info = types.SimpleNamespace(
             features={"image": None}, splits={"train": None, "test": None}
         )
@@ -452,8 +454,50 @@ class PreparedBuilder:
         return True
 
     def as_dataset(self, split, shuffle_files=False):
-        images = np.zeros((self.size, 8, 8, 3), np.uint8)
+        if self.images is None:
+            images = np.zeros((self.size, 8, 8, 3), np.uint8)
+        else:
+            images = self.images(self.size)
         return tf.data.Dataset.from_tensor_slices({"image": images})
+
+
+def striped(count):
+    """40x80 images: red columns 0-19, green 20-59, blue 60-79."""
+    images = np.zeros((count, 40, 80, 3), np.uint8)
+    images[:, :, :20, 0] = images[:, :, 20:60, 1] = images[:, :, 60:, 2] = 255
+    return images
+
+
+def test_tfds_images_of_another_size_are_cropped_not_squashed(monkeypatch):
+    fake_tfds(monkeypatch, PreparedBuilder(8, striped))
+    # Resized to 32x64, the centre 32 columns are the green band; squashed
+    # to 32x32, a quarter of the columns would be red and one blue.
+    validation = np.asarray(next(iter(load_dataset("fake", "validation", 8, 32))))
+    assert validation.shape == (8, 32, 32, 3)
+    inner = validation[:, :, 2:-2].astype(int)
+    assert inner[..., 1].min() > 240 and inner[..., [0, 2]].max() < 15
+    train = np.asarray(next(iter(load_dataset("fake", "train", 8, 32, seed=0))))
+    assert train.shape == (8, 32, 32, 3)
+    # A 32-px crop of a 64-74 px wide resize cannot reach both the red and
+    # the blue band (34+ columns apart); a squashed image holds both.
+    red = (train[..., 0] > 200).any(axis=(1, 2))
+    blue = (train[..., 2] > 200).any(axis=(1, 2))
+    assert not (red & blue).any()
+
+
+def test_tfds_default_shuffle_buffer_holds_at_most_a_gib(monkeypatch):
+    fake_tfds(monkeypatch, PreparedBuilder(30_000))
+    buffers = []
+    shuffle = tf.data.Dataset.shuffle
+
+    def recording_shuffle(dataset, buffer_size, *args, **kwargs):
+        buffers.append(buffer_size)
+        return shuffle(dataset, buffer_size, *args, **kwargs)
+
+    monkeypatch.setattr(tf.data.Dataset, "shuffle", recording_shuffle)
+    load_dataset("fake", "train", 16, 256)  # not iterated: 1 GiB of images
+    load_dataset("fake", "train", 16, 128)
+    assert buffers == [2**30 // (3 * 256 * 256), 10_000]
 
 
 @pytest.mark.parametrize(

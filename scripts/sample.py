@@ -35,6 +35,8 @@ from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.export.tokenizers import load_tokenizer  # noqa: E402
 from keras_dvq.models import TokenPrior  # noqa: E402
 from keras_dvq.utils import cli  # noqa: E402
+from keras_dvq.utils.atomic import save_array  # noqa: E402
+from keras_dvq.utils.atomic import write_text  # noqa: E402
 from keras_dvq.utils.cli import positive_float  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
 from keras_dvq.utils.errors import BadInput  # noqa: E402
@@ -138,8 +140,8 @@ def sample(args):
     tokens = prior.generate(args.num_images, **settings)
     seconds = time.perf_counter() - start
     images = np.round(np.clip(decoder.decode(tokens), 0, 1) * 255).astype(np.uint8)
-    np.save(os.path.join(args.out, "samples.npy"), images)
-    np.save(os.path.join(args.out, "sample_tokens.npy"), tokens)
+    save_array(os.path.join(args.out, "samples.npy"), images)
+    save_array(os.path.join(args.out, "sample_tokens.npy"), tokens)
     title = (
         f"{args.num_images} samples, temperature {args.temperature:g}, "
         f"top-k {args.top_k or 'all'}, seed {args.seed}"
@@ -161,8 +163,9 @@ def sample(args):
         "tokens_per_second": tokens.size / seconds,
         "images_per_second": len(tokens) / seconds,
     }
-    with open(os.path.join(args.out, "sampling.json"), "w") as file:
-        json.dump(report, file, indent=2)
+    write_text(
+        os.path.join(args.out, "sampling.json"), json.dumps(report, indent=2) + "\n"
+    )
     print(
         f"sampled {len(tokens)} grids of {prior.token_shape} in {seconds:.2f} s "
         f"({report['tokens_per_second']:.0f} tokens/s, "

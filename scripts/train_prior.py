@@ -203,8 +203,9 @@ def train(args):
     bits["reduction_vs_unigram"] = 1 - (
         bits["bits_per_token"] / bits["unigram_cross_entropy"]
     )
-    with open(os.path.join(args.out, BITS_FILE), "w") as file:
-        json.dump(bits, file, indent=2)
+    atomic.write_text(
+        os.path.join(args.out, BITS_FILE), json.dumps(bits, indent=2) + "\n"
+    )
     plots.save_figure(
         plots.prior_curves_figure(history, bits, split),
         os.path.join(args.out, "training_curves.png"),

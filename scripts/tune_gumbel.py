@@ -95,8 +95,7 @@ def check_search_flags(args):
     path = os.path.join(args.out, SETTINGS_FILE)
     if not os.path.exists(path):
         os.makedirs(args.out, exist_ok=True)
-        with open(path, "w") as file:
-            json.dump(flags, file, indent=2)
+        atomic.write_text(path, json.dumps(flags, indent=2) + "\n")
         return
     with open(path) as file:
         recorded = json.load(file)

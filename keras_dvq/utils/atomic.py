@@ -49,6 +49,14 @@ def write_text(path, text):
             file.write(text)
 
 
+def save_array(path, array):
+    """`np.save(path, array)`, atomically (`path` ends in `.npy`)."""
+    import numpy as np
+
+    with atomic_path(path) as temporary:
+        np.save(temporary, array)
+
+
 def save_model(model, path):
     """`model.save(path)`, atomically."""
     with atomic_path(path) as temporary:

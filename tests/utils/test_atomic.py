@@ -62,3 +62,21 @@ def test_remove_temporaries_sweeps_only_temporaries(tmp_path):
     (tmp_path / "model.keras").write_text("kept")
     atomic.remove_temporaries(tmp_path)
     assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_save_array_leaves_nothing_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "tokens.npy"
+    atomic.save_array(path, np.arange(3))
+    np.testing.assert_array_equal(np.load(path), np.arange(3))
+
+    def torn_save(file, array):
+        with open(file, "wb") as handle:
+            handle.write(b"\x93NUMPY")  # a header, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.save_array(path, np.arange(5))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.load(path), np.arange(3))  # the old file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.npy"]

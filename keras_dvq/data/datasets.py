@@ -74,8 +74,7 @@ def load_dataset(
         batch_size: int. Images per batch.
         image_size: int. Side of the square images; folder images, and tfds
             images stored at another size, are resized (shorter side) and
-            cropped;
-            `sample` cuts patches of this size (16 to 256).
+            cropped; `sample` cuts patches of this size (16 to 256).
         data_dir: directory of tensorflow-datasets data (tfds' default if
             `None`).
         shuffle: bool. Reshuffle every epoch. Defaults to `split == "train"`.

@@ -82,6 +82,10 @@ class TokenShardWriter:
         settings: dict of JSON values a continuing writer must share
             (dataset, split, source model, ...); kept in the metadata.
         name: the argument or flag that names `out` in errors.
+        implied_settings: dict. Values of `settings` keys that directories
+            written before the key existed held implicitly (e.g. an
+            `image_size` of 32): such a directory continues where they
+            match.
 
     Example:
 
@@ -102,6 +106,7 @@ class TokenShardWriter:
         class_names=None,
         settings=None,
         name="--out",
+        implied_settings=None,
     ):
         check_positive_int("vocabulary_size", vocabulary_size)
         check_choice("file_format", file_format, FORMATS)
@@ -111,6 +116,7 @@ class TokenShardWriter:
         self.class_names = None if class_names is None else list(class_names)
         self.dtype = shard_dtype(self.vocabulary_size, file_format)
         self.name = name
+        self.implied_settings = dict(implied_settings or {})
         fixed = {
             **(settings or {}),
             "labels": self.class_names is not None,
@@ -214,6 +220,8 @@ class TokenShardWriter:
             ) from error
         # JSON turns tuples into lists: compare what was written with that.
         fixed = json.loads(json.dumps(fixed))
+        # Settings that joined later held their implied value before.
+        metadata = {**json.loads(json.dumps(self.implied_settings)), **metadata}
         differing = sorted(key for key in fixed if metadata.get(key) != fixed[key])
         if differing:
             raise BadInput(

@@ -136,7 +136,13 @@ def _tokenize(
         },
     }
     writer = TokenShardWriter(
-        out, tokenizer.vocabulary_size, file_format, names, settings
+        out,
+        tokenizer.vocabulary_size,
+        file_format,
+        names,
+        settings,
+        # Directories begun before --image_size existed tokenized 32-px images.
+        implied_settings={"image_size": DEFAULT_IMAGE_SIZE},
     )
     if writer.complete:
         print(f"{out}: already complete ({writer.num_images} images).")

@@ -123,8 +123,8 @@ def load_splits(
 ):
     """The training and validation pipelines of `load_dataset` at
     `image_size` (the training split shuffled through `shuffle_buffer`
-    elements where it is a tensorflow-datasets split); raises `BadInput` where the training split holds less than
-    one batch."""
+    elements where it is a tensorflow-datasets split); raises `BadInput`
+    where the training split holds less than one batch."""
     train_data = load_dataset(
         dataset,
         "train",

@@ -166,6 +166,28 @@ def test_another_runs_directory_is_refused(tmp_path, grids, kwargs, differing):
     assert (out / "metadata.json").read_text() == before
 
 
+def test_a_setting_that_joined_later_continues_at_its_implied_value(tmp_path, grids):
+    out = tmp_path / "t"
+    # A directory begun before "image_size" was a setting.
+    TokenShardWriter(out, K, settings={"split": "train"}).write(grids[:20])
+    implied = {"image_size": 32}
+    with pytest.raises(BadInput, match=r"\(different image_size\)"):
+        TokenShardWriter(
+            out,
+            K,
+            settings={"split": "train", "image_size": 64},
+            implied_settings=implied,
+        )
+    writer = TokenShardWriter(
+        out, K, settings={"split": "train", "image_size": 32}, implied_settings=implied
+    )
+    assert writer.num_images == 20
+    writer.write(grids[20:])
+    writer.finish()
+    assert json.loads((out / "metadata.json").read_text())["image_size"] == 32
+    np.testing.assert_array_equal(load_token_shards(str(out)).tokens, grids)
+
+
 @pytest.mark.parametrize(
     "tokens, labels, message",
     [

@@ -19,6 +19,24 @@ MODELS = {
         "enc_dec_flavor": "dalle",
         "loss_flavor": "logit_laplace",
     },
+    # The network of recipes/vqgan-small.json with taming's quantizer recipe
+    # (gradient codebook, 0.25 commitment), against diffusers' `VQModel` of
+    # the same configuration (`benchmarks.reference.VQModelLoop`).
+    "vqgan": {
+        "vq_flavor": "vq",
+        "enc_dec_flavor": "vqgan",
+        "loss_flavor": "l2",
+    },
+}
+MODELS["vqgan_k16384"] = MODELS["vqgan"]
+VQGAN_RECIPE = "recipes/vqgan-small.json"
+# The same network and quantizer with a large codebook, 16,384 codes of
+# dimension 8 (LlamaGen's size), against a VQModel with as many codes.
+VQGAN_CODEBOOKS = {"vqgan": None, "vqgan_k16384": 16384}
+VQGAN_IMAGE_SIZE = 128  # without --image_size
+VQGAN_SETTINGS = {
+    "full": {"batch_size": 8, "warmup_steps": 1, "window_steps": 4},
+    "quick": {"batch_size": 2, "warmup_steps": 1, "window_steps": 2},
 }
 # DALL-E's codebook size on larger images: the DeepMind VQ-VAE (stride 4)
 # with 8,192 codes; the distance matrix holds batch * (size / 4)^2 * 8,192
@@ -58,9 +76,10 @@ QUICK = {
 }
 
 
-def settings(quick=False, batch_size=None, rounds=None):
-    """The sizes of one run: `QUICK` or `FULL`, with the flags' overrides."""
-    config = dict(QUICK if quick else FULL, quick=quick)
+def settings(quick=False, batch_size=None, rounds=None, image_size=None):
+    """The sizes of one run: `QUICK` or `FULL`, with the flags' overrides
+    (`image_size` `None`: each model's own, 32 px, 128 for vqgan)."""
+    config = dict(QUICK if quick else FULL, quick=quick, image_size=image_size)
     if batch_size:
         config["batch_size"] = config["fit_batch_size"] = batch_size
     if rounds:

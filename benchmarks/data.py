@@ -9,12 +9,9 @@ from keras_dvq.data.sample import load_sample_patches
 
 
 def sample_images(count, split="train", image_size=32):
-    """`count` patches of `sample`, repeated as needed; larger sizes are
-    the 32x32 patches scaled up by pixel repetition."""
-    images = load_sample_patches(split)
-    images = images[np.arange(count) % len(images)]
-    scale = image_size // 32
-    return images.repeat(scale, axis=1).repeat(scale, axis=2)
+    """`count` patches of `sample` at `image_size`, repeated as needed."""
+    images = load_sample_patches(split, patch_size=image_size)
+    return images[np.arange(count) % len(images)]
 
 
 def write_image_folder(folder, count):
@@ -29,11 +26,18 @@ def write_image_folder(folder, count):
 
 
 def measure_pipeline(config):
-    """Batches per second of `load_dataset("sample", "train")` alone."""
+    """Images per second of `load_dataset(dataset, "train")` alone, at the
+    run's image size (`sample` and 32 px unless set)."""
     from keras_dvq.data.datasets import load_dataset
 
     batch_size = config["batch_size"]
-    dataset = load_dataset("sample", "train", batch_size=batch_size, seed=0).repeat()
+    dataset = load_dataset(
+        config.get("dataset") or "sample",
+        "train",
+        batch_size=batch_size,
+        image_size=config.get("image_size") or 32,
+        seed=0,
+    ).repeat()
     iterator = iter(dataset)
     for _ in range(config["pipeline_batches"] // 5):  # warm-up: fills the buffers
         next(iterator)

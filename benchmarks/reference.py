@@ -1,6 +1,7 @@
-"""The reference: a plain PyTorch training loop of the original DeepMind VQ-VAE.
+"""The references: plain PyTorch training loops of the original DeepMind
+VQ-VAE and of diffusers' `VQModel` (the taming VQGAN).
 
-Every Keras figure of the benchmark is also a ratio to this loop, timed on
+Every Keras figure of the benchmark is also a ratio to such a loop, timed on
 the same batches in the same rounds and process, since absolute figures on
 shared machines move by 2x. PyTorch is imported on first use: the modules
 that time Keras models import this one under any backend.
@@ -85,7 +86,21 @@ def reference_model(n_hid=64, num_embeddings=512, embedding_dim=64):
     return ReferenceVQVAE()
 
 
-class ReferenceLoop:
+class TorchLoop:
+    """Times `step`, one training step of a PyTorch loop on a uint8 NHWC
+    numpy batch, over windows of batches."""
+
+    def timed_window(self, images, batch_size):
+        """Images/s over `images` in batches, from the first step's end to
+        the last's (as `throughput.timed_fit`)."""
+        times = []
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            self.step(images[start : start + batch_size])
+            times.append(time.perf_counter())
+        return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+
+class ReferenceLoop(TorchLoop):
     """AdamW steps of `reference_model` on uint8 NHWC batches, with the
     original's loss: `mean((x - x_hat)^2) / (2 * CIFAR-10 variance)` on
     in-mapped pixels (`x - 0.5`) plus the latent loss.
@@ -127,11 +142,72 @@ class ReferenceLoop:
         self.optimizer.step()
         return float(loss.detach())
 
-    def timed_window(self, images, batch_size):
-        """Images/s over `images` in batches, from the first step's end to
-        the last's (as `throughput.timed_fit`)."""
-        times = []
-        for start in range(0, len(images) - batch_size + 1, batch_size):
-            self.step(images[start : start + batch_size])
-            times.append(time.perf_counter())
-        return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+def vq_model_config(network, num_embeddings, embedding_dim, image_size=None):
+    """The diffusers `VQModel` configuration of a keras-dvq vqgan network
+    (`VQGANEncoder` options): the inverse of what `convert_vqgan.py` reads."""
+    ch = network.get("ch", 128)
+    multipliers = network.get("ch_mult", (1, 1, 2, 2, 4))
+    levels = len(multipliers)
+    attention = set(network.get("attn_levels", ()))
+    return {
+        "block_out_channels": [ch * m for m in multipliers],
+        "down_block_types": [
+            "AttnDownEncoderBlock2D" if level in attention else "DownEncoderBlock2D"
+            for level in range(levels)
+        ],
+        # The decoder's blocks run from the last level to the first.
+        "up_block_types": [
+            "AttnUpDecoderBlock2D" if level in attention else "UpDecoderBlock2D"
+            for level in reversed(range(levels))
+        ],
+        "layers_per_block": network.get("num_res_blocks", 2),
+        "latent_channels": network.get("z_channels", 256),
+        "norm_num_groups": network.get("norm_groups", 32),
+        "num_vq_embeddings": num_embeddings,
+        "vq_embed_dim": embedding_dim,
+        "sample_size": image_size or 32,
+    }
+
+
+class VQModelLoop(TorchLoop):
+    """AdamW steps of diffusers' `VQModel` (taming's VQGAN) built from a
+    keras-dvq vqgan configuration: mean squared error on `[-1, 1]` pixels
+    plus the model's own codebook and commitment loss (`commit_loss`).
+
+    Args:
+        network: dict. The vqgan network's options (`ch`, `ch_mult`, ...).
+        num_embeddings: int. Codebook size.
+        embedding_dim: int. Code dimension.
+        seed: int. PyTorch's seed for the initial weights.
+
+    Example:
+
+    ```python
+    loop = VQModelLoop({"ch": 32, "ch_mult": (1, 2)}, 1024, 8)
+    images_per_s = loop.timed_window(sample_images(64, image_size=64), 8)
+    ```
+    """
+
+    def __init__(self, network, num_embeddings, embedding_dim, seed=0):
+        import diffusers
+        import torch
+
+        torch.manual_seed(seed)
+        self.torch = torch
+        self.threads = torch.get_num_threads()
+        config = vq_model_config(network, num_embeddings, embedding_dim)
+        self.model = diffusers.VQModel(**config).train()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=3e-4, weight_decay=1e-4
+        )
+
+    def step(self, batch):
+        """One training step on a uint8 NHWC numpy batch; returns the loss."""
+        x = self.torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1
+        output = self.model(x)
+        loss = (x - output.sample).square().mean() + output.commit_loss.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())

@@ -108,8 +108,8 @@ def format_table(report):
                 fits.append((backend, r))
                 continue
             ratio = f"{pipeline / r['train_images_per_s']:.1f}x" if pipeline else "-"
-            if name in LARGE:
-                name += f" (batch {r['batch_size']})"
+            if name in LARGE or r.get("image_size", 32) != 32:
+                name += f" ({r['image_size']} px, batch {r['batch_size']})"
             lines.append(
                 f"| {backend} | {name} | {r['train_images_per_s']:,.0f} "
                 f"| {r['reference_images_per_s']:,.0f} "
@@ -121,7 +121,13 @@ def format_table(report):
                 f"| {r['peak_memory_mb']:,.0f} | {r['host_round_trips']['per_step']} |"
             )
     if pipeline:
-        lines.append(f"\ninput pipeline (`sample`, tf.data): {pipeline:,.0f} images/s")
+        settings = report.get("settings", {})
+        data = settings.get("dataset") or "sample"
+        size = settings.get("image_size") or 32
+        lines.append(
+            f"\ninput pipeline (`{data}` at {size} px, tf.data): "
+            f"{pipeline:,.0f} images/s"
+        )
     if fits:
         lines.append(
             "\nWhole `fit` of scripts/train.py's path (`sample` pipeline with "
@@ -164,10 +170,6 @@ def format_table(report):
         f"after {_load(load.get('load_average_after', []))}"
     )
     return "\n".join(lines)
-
-
-def _load(values):
-    return "/".join(f"{v:.2f}" for v in values)
 
 
 def _load(values):

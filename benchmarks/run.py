@@ -28,7 +28,8 @@ def launch(args, backend, task, policy="float32"):
     """Runs one measurement in a fresh process and returns its JSON.
 
     Args:
-        args: the runner's flags (`device`, `quick`, `batch_size`, `rounds`).
+        args: the runner's flags (`device`, `quick`, `batch_size`, `rounds`,
+            `image_size`, `dataset`).
         backend: the Keras backend of the worker.
         task: a model name, or one of `TASKS`.
         policy: the worker's Keras dtype policy.
@@ -50,6 +51,10 @@ def launch(args, backend, task, policy="float32"):
             command += ["--batch_size", str(args.batch_size)]
         if args.rounds:
             command += ["--rounds", str(args.rounds)]
+        if args.image_size:
+            command += ["--image_size", str(args.image_size)]
+        if args.dataset:
+            command += ["--dataset", args.dataset]
         label = f"{backend} {task}" + ("" if policy == "float32" else f" {policy}")
         print(f"... {label}", file=sys.stderr, flush=True)
         completed = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -70,13 +75,16 @@ def parse_worker_args(argv=None):
     add("--quick", action="store_true")
     add("--batch_size", type=positive_int)
     add("--rounds", type=positive_int)
+    add("--image_size", type=positive_int)
+    add("--dataset", default=None, help="the pipeline's (default: sample)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     """The worker: one measurement under `KERAS_BACKEND`, written as JSON."""
     args = parse_worker_args(argv)
-    config = settings(args.quick, args.batch_size, args.rounds)
+    config = settings(args.quick, args.batch_size, args.rounds, args.image_size)
+    config["dataset"] = args.dataset
     import keras
 
     from benchmarks import probes

@@ -6,6 +6,8 @@ quantizer's overhead is a ratio from one run; the PyTorch reference loop runs
 in the same rounds, so that every figure is also a ratio to it.
 """
 
+import json
+import os
 import time
 
 import keras
@@ -14,13 +16,20 @@ from keras import ops
 from benchmarks.config import LARGE
 from benchmarks.config import LARGE_SETTINGS
 from benchmarks.config import MODELS
+from benchmarks.config import VQGAN_CODEBOOKS
+from benchmarks.config import VQGAN_IMAGE_SIZE
+from benchmarks.config import VQGAN_RECIPE
+from benchmarks.config import VQGAN_SETTINGS
 from benchmarks.data import sample_images
 from benchmarks.probes import host_round_trips
 from benchmarks.probes import peak_memory_mb
 from benchmarks.reference import ReferenceLoop
+from benchmarks.reference import VQModelLoop
 from benchmarks.report import window_ratios
+from benchmarks.run import ROOT
 from keras_dvq.layers import Quantizer
 from keras_dvq.models import VQVAE
+from keras_dvq.training.builders import NETWORK_OPTIONS
 
 
 class IdentityBottleneck(Quantizer):
@@ -55,27 +64,66 @@ class IdentityBottleneck(Quantizer):
         return ops.zeros(ops.shape(latents)[:-1], "int32")
 
 
+def vqgan_recipe(name="vqgan"):
+    """`recipes/vqgan-small.json`'s network options, codebook size (or
+    `VQGAN_CODEBOOKS[name]`'s) and dimension."""
+    with open(os.path.join(ROOT, VQGAN_RECIPE)) as file:
+        recipe = json.load(file)
+    network = {key: recipe[key] for key in NETWORK_OPTIONS["vqgan"] if key in recipe}
+    codes = VQGAN_CODEBOOKS[name] or recipe["num_embeddings"]
+    return network, codes, recipe["embedding_dim"]
+
+
+def model_arguments(name, config):
+    """`VQVAE.from_flavors` arguments of model `name`."""
+    flavors = MODELS["deepmind" if name in LARGE else name]
+    if name not in VQGAN_CODEBOOKS:
+        return dict(
+            **flavors,
+            num_embeddings=config["num_embeddings"],
+            embedding_dim=64,
+            n_hid=config["n_hid"],
+        )
+    network, num_embeddings, embedding_dim = vqgan_recipe(name)
+    # taming's (and diffusers') quantizer: gradient codebook, 0.25 commitment.
+    return dict(
+        **flavors,
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        use_ema=False,
+        commitment_cost=0.25,
+        latent_loss_weight=1.0,
+        enc_dec_kwargs=network,
+    )
+
+
 def build_models(name, config):
     """The model and its identity-bottleneck twin, compiled alike."""
-    flavors = MODELS["deepmind" if name in LARGE else name]
-    model = VQVAE.from_flavors(
-        **flavors,
-        num_embeddings=config["num_embeddings"],
-        embedding_dim=64,
-        n_hid=config["n_hid"],
-    )
+    arguments = model_arguments(name, config)
+    model = VQVAE.from_flavors(**arguments)
     # The twin's encoder and decoder: fresh copies of the model's own.
+    bottleneck = IdentityBottleneck(
+        arguments["num_embeddings"], arguments["embedding_dim"], name="quantizer"
+    )
     twin = VQVAE(
         encoder=type(model.encoder).from_config(model.encoder.get_config()),
-        quantizer=IdentityBottleneck(config["num_embeddings"], 64, name="quantizer"),
+        quantizer=bottleneck,
         decoder=type(model.decoder).from_config(model.decoder.get_config()),
-        reconstruction_loss=flavors["loss_flavor"],
+        reconstruction_loss=arguments["loss_flavor"],
     )
     shape = (None, config["image_size"], config["image_size"], 3)
     for m in (model, twin):
         m.build(shape)
         m.compile()
     return model, twin
+
+
+def reference_loop(name, config):
+    """The PyTorch loop `name` is timed against: diffusers' `VQModel` of the
+    same configuration for vqgan, else the original DeepMind VQ-VAE."""
+    if name in VQGAN_CODEBOOKS:
+        return VQModelLoop(*vqgan_recipe(name))
+    return ReferenceLoop(config["n_hid"], config["num_embeddings"])
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -149,7 +197,14 @@ def measure_model(name, config, device):
     `LARGE`), its identity twin and the reference loop, in alternating rounds
     of timed windows; with the distance-matrix sizes, memory and host round-trips.
     """
-    config = {**config, "num_embeddings": 512, "image_size": 32}
+    size = config["image_size"]
+    config = {**config, "num_embeddings": 512, "image_size": size or 32}
+    if name in VQGAN_CODEBOOKS:
+        config.update(
+            VQGAN_SETTINGS["quick" if config["quick"] else "full"],
+            image_size=size or VQGAN_IMAGE_SIZE,
+            encode_batches=2,
+        )
     if name in LARGE:
         config.update(
             LARGE_SETTINGS["quick" if config["quick"] else "full"],
@@ -172,7 +227,7 @@ def measure_model(name, config, device):
             verbose=0,
         )
     model.encode(encode_images, batch_size=batch_size)
-    reference = ReferenceLoop(config["n_hid"], config["num_embeddings"])
+    reference = reference_loop(name, config)
     reference.timed_window(window[: 2 * batch_size], batch_size)  # warm-up
     # Rounds of quantizer, identity, reference and encode windows, the
     # training order reversed every round (A B R, R B A, ...): load drifts
@@ -198,7 +253,7 @@ def measure_model(name, config, device):
         "parameters": model.count_params(),
         "batch_size": batch_size,
         "image_size": size,
-        "num_embeddings": config["num_embeddings"],
+        "num_embeddings": model.quantizer.vocabulary_size,
         **distance_sizes(model, batch_size, size),
         **window_ratios(windows),
         "reference_threads": reference.threads,

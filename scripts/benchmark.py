@@ -1,8 +1,9 @@
 """Training and tokenization throughput of the VQ-VAEs on every backend.
 
     python scripts/benchmark.py [--backend tensorflow|jax|torch] [--device cpu|gpu]
-        [--models deepmind,dalle] [--batch_size 128] [--mixed_precision]
-        [--quick] [--out benchmark.json]
+        [--models deepmind,dalle,vqgan] [--batch_size 128] [--image_size S]
+        [--dataset sample|folder:DIR] [--mixed_precision] [--quick]
+        [--out benchmark.json]
 
 For the DeepMind VQ-VAE and the DALL-E dVAE (Gumbel quantizer, logit-Laplace
 loss), both with 512 codes of dimension 64 and `n_hid` 64 on 32x32 images,
@@ -18,12 +19,19 @@ since the backend is fixed at import):
 - peak memory: the process' maximum resident set on CPU, the device's peak
   allocation on GPU;
 - whether the compiled training step runs without host round-trips;
-- the `sample` tf.data input pipeline alone (images/s);
+- the input pipeline alone (images/s): `sample` or `--dataset folder:DIR`
+  through tf.data at `--image_size` (32 by default), decoding included;
 - the reference: a plain PyTorch training loop of the original DeepMind
   VQ-VAE (`benchmarks.reference`, 695,491 parameters, gradient codebook, AdamW,
   the original's loss), timed on the same batches in the same rounds and
   process as each Keras model; every Keras figure is also given as a ratio
   to it, since absolute figures on shared machines move by 2x;
+- `--models vqgan`: the network of `recipes/vqgan-small.json` (1,024 codes of
+  dimension 8, taming's gradient codebook) at `--image_size` (default 128,
+  batch 8), against diffusers' `VQModel` of the same configuration in a plain
+  PyTorch loop (squared error + its codebook loss, AdamW); `vqgan_k16384`:
+  the same with 16,384 codes (its identity twin gives the large codebook's
+  cost);
 - a whole `fit` of `scripts/train.py`'s path (`train_tokenizer`: the
   `sample` pipeline with augmentation, validation every epoch, its
   callbacks and backups; 2 epochs) beside its own median step, between
@@ -69,9 +77,21 @@ def parse_args(argv=None):
     add(
         "--models",
         default="deepmind,dalle",
-        help="comma-separated: deepmind,dalle,deepmind_k8192_64,deepmind_k8192_128",
+        help="comma-separated: deepmind,dalle,vqgan,vqgan_k16384,deepmind_k8192_64,"
+        "deepmind_k8192_128",
     )
-    add("--batch_size", type=positive_int, help="default 128 (8 with --quick)")
+    add(
+        "--batch_size",
+        type=positive_int,
+        help="of the 32-px models and the pipeline: default 128 (8 with --quick)",
+    )
+    add(
+        "--image_size",
+        type=positive_int,
+        help="images of deepmind, dalle, vqgan and the pipeline (default: 32, "
+        "vqgan 128); sample cuts patches of 16-256 px",
+    )
+    add("--dataset", default=None, help="the pipeline's: sample or folder:DIR")
     add("--rounds", type=positive_int, help="timed windows per configuration")
     add("--mixed_precision", action="store_true", help="also mixed_bfloat16")
     add("--quick", action="store_true", help="tiny smoke run; figures mean nothing")
@@ -106,10 +126,15 @@ class MeasurementsFailed(RuntimeError):
 def benchmark(args):
     backends = args.backend.split(",") if args.backend else installed_backends()
     models = args.models.split(",")
-    config = settings(args.quick, args.batch_size, args.rounds)
+    config = settings(args.quick, args.batch_size, args.rounds, args.image_size)
     report = {
         "machine": machine_info(args.device),
-        "settings": {**config, "device": args.device, "quick": args.quick},
+        "settings": {
+            **config,
+            "device": args.device,
+            "quick": args.quick,
+            "dataset": args.dataset,
+        },
         "pipeline": launch(args, "tensorflow", "pipeline"),
         "backends": {},
     }

@@ -68,7 +68,8 @@ def test_table_rows_show_the_ratios_of_each_model():
             {
                 "jax": {
                     "deepmind": model_row(),
-                    "deepmind_k8192_64": model_row(),
+                    "deepmind_k8192_64": model_row(image_size=64),
+                    "vqgan": model_row(image_size=128, batch_size=8),
                     "dalle": {"error": "exit 1: boom"},
                 }
             },
@@ -79,9 +80,10 @@ def test_table_rows_show_the_ratios_of_each_model():
         "| jax | deepmind | 100 | 50 | 2.00x | 2.40x | +20.0% | 500 | 5.0x "
         "| 5.0x | 1,234 | 0 |"
     ) in table
-    assert "| jax | deepmind_k8192_64 (batch 32) |" in table
+    assert "| jax | deepmind_k8192_64 (64 px, batch 32) |" in table
+    assert "| jax | vqgan (128 px, batch 8) |" in table
     assert "| jax | dalle | error: exit 1: boom |" in table
-    assert "input pipeline (`sample`, tf.data): 500 images/s" in table
+    assert "input pipeline (`sample` at 32 px, tf.data): 500 images/s" in table
     assert "load average before 1.00/2.00/3.00, after 0.50/0.25/0.12" in table
 
 

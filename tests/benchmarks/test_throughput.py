@@ -22,7 +22,7 @@ def test_identity_bottleneck_passes_the_projection_through():
     assert not ops.convert_to_numpy(tokens).any()
 
 
-@pytest.mark.parametrize("name", ["deepmind", "dalle"])
+@pytest.mark.parametrize("name", ["deepmind", "dalle", "vqgan"])
 def test_the_twin_differs_from_the_model_only_in_its_quantizer(name):
     config = {"num_embeddings": 16, "n_hid": 8, "image_size": 32}
     model, twin = build_models(name, config)

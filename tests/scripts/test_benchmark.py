@@ -67,6 +67,30 @@ def test_quick_run_writes_consistent_results(tmp_path, capsys):
     assert f"| {backend} | float32 | 22 |" in table
 
 
+@pytest.mark.slow
+def test_vqgan_row_runs_against_diffusers_vq_model(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    out = tmp_path / "bench.json"
+    backend = keras.backend.backend()
+    argv = ["--quick", "--backend", backend, "--models", "vqgan"]
+    assert benchmark.main(argv + ["--image_size", "64", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    result = report["backends"][backend]["vqgan"]
+    assert "error" not in result, result.get("error")
+    assert (result["image_size"], result["batch_size"]) == (64, 2)
+    # recipes/vqgan-small.json: 1,024 codes, stride 8 (8x8 grids at 64 px).
+    assert result["num_embeddings"] == 1024
+    assert result["distance_matrix_mb"] == 2 * 64 * 1024 * 4 / 2**20
+    assert result["reference_images_per_s"] > 0
+    assert result["train_over_reference"] == pytest.approx(
+        result["train_images_per_s"] / result["reference_images_per_s"]
+    )
+    assert report["pipeline"]["images_per_s"] > 0  # sample at 64 px
+    table = capsys.readouterr().out
+    assert f"| {backend} | vqgan (64 px, batch 2) |" in table
+    assert "input pipeline (`sample` at 64 px, tf.data)" in table
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -101,7 +101,7 @@ def _regions(split, patch_size):
             "Argument `patch_size` of the sample dataset must be an int from "
             f"16 to 256. Received: patch_size={patch_size!r}"
         )
-    for label, photo in enumerate(_photographs()):
+    for label, photo in enumerate(photographs()):
         boundary = _boundary(photo)
         region = photo[:, :boundary] if split == "train" else photo[:, boundary:]
         for scale, stride in strides(patch_size):
@@ -112,7 +112,8 @@ def _boundary(photo):
     return int(photo.shape[1] * (1 - VALIDATION_FRACTION))
 
 
-def _photographs():
+def photographs():
+    """The bundled photographs (scikit-image's), uint8 RGB arrays, one by one."""
     try:
         from skimage import data
     except ImportError as error:

@@ -94,11 +94,11 @@ def test_no_validation_patch_overlaps_a_training_region(size):
 
 
 def test_sample_patches_are_cut_where_their_boxes_say():
-    from keras_dvq.data.sample import _photographs
+    from keras_dvq.data.sample import photographs
 
     patches, labels = load_sample_patches("validation", True, patch_size=128)
     boxes, _ = patch_boxes("validation", 128)
-    photos = list(_photographs())
+    photos = list(photographs())
     np.testing.assert_array_equal(labels, boxes[:, 0])
     label, top, left, side = boxes[0]  # a full-resolution patch
     assert side == 128

@@ -29,7 +29,9 @@ class ReconstructionLogger(keras.callbacks.Callback):
         out_dir: directory of the PNG files.
         log_dir: TensorBoard log directory, or `None`.
         num_shown: int. Images in the grid. Defaults to `16`.
-        scale: int. Enlargement of the shown images. Defaults to `4`.
+        scale: int or `None`. Enlargement of the shown images; `None`: to
+            about `SHOWN_SIDE` pixels (4x at 32 px, none from 128 px up: a
+            4x grid of 256-px images would hold 8,192 x 4,096 pixels).
 
     Example:
 
@@ -38,9 +40,13 @@ class ReconstructionLogger(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, images, out_dir, log_dir=None, num_shown=16, scale=4):
+    SHOWN_SIDE = 128
+
+    def __init__(self, images, out_dir, log_dir=None, num_shown=16, scale=None):
         super().__init__()
         self.images = np.asarray(images)
+        if scale is None:
+            scale = max(1, self.SHOWN_SIDE // self.images.shape[1])
         self.out_dir = out_dir
         self.log_dir = log_dir
         self.num_shown = num_shown

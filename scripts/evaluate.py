@@ -9,7 +9,10 @@ no augmentation), decodes the tokens and measures against the originals:
 
 - distortion: MSE, PSNR (the mean of per-image PSNRs, in dB; the PSNR of the
   split's mean MSE is in the JSON as `psnr_of_mean_mse`), SSIM (11x11
-  Gaussian window, sigma 1.5), and for `.keras` models their own
+  Gaussian window, sigma 1.5), MS-SSIM (as many of its five scales as the
+  image size allows: 2 at 32 px; the JSON says how many), GMSD (lower is
+  better), the sharpness ratio (the reconstructions' Laplacian energy over
+  the originals': < 1 is blur), and for `.keras` models their own
   `recon_loss` (the reconstruction NLL as train.py reports it);
 - rate and usage, from the code histogram of the whole split: codes used of
   the vocabulary, perplexity, bits per token (the histogram's entropy) and
@@ -57,6 +60,9 @@ COLUMNS = (
     ("MSE", "mse", "{:.5f}"),
     ("PSNR dB", "psnr", "{:.2f}"),
     ("SSIM", "ssim", "{:.4f}"),
+    ("MS-SSIM", "ms_ssim", "{:.4f}"),
+    ("GMSD", "gmsd", "{:.4f}"),
+    ("sharpness", "sharpness_ratio", "{:.3f}"),
     ("recon_loss", "recon_loss", "{:.4f}"),
     ("codes used", "codes", "{}"),
     ("perplexity", "perplexity", "{:.1f}"),
@@ -69,8 +75,8 @@ COLUMNS = (
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
-        description="Evaluate tokenizers: PSNR, SSIM, codebook usage and rate "
-        "(keras-dvq).",
+        description="Evaluate tokenizers: PSNR, SSIM, MS-SSIM, GMSD, sharpness, "
+        "codebook usage and rate (keras-dvq).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -257,6 +263,10 @@ def write_results(rows, args):
         "image_size": args.image_size,
         "psnr": "mean of per-image PSNRs in dB; psnr_of_mean_mse: PSNR of the "
         "split's mean MSE",
+        "ms_ssim": "mean per-image MS-SSIM over ms_ssim_scales scales (as many "
+        "of the five as fit the image, weights renormalised)",
+        "sharpness_ratio": "the reconstructions' summed Laplacian energy over the "
+        "originals' (1: as sharp, < 1: blurrier)",
         "models": rows,
     }
     if len(rows) > 1:

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scipy import ndimage
 
 from keras_dvq.data.datasets import load_dataset
+from keras_dvq.evaluation import measures as evaluation
 from keras_dvq.export.saved_model import export_tokenizer
 from keras_dvq.models import VQVAE
 from tests.testing import image_folder
@@ -89,6 +91,23 @@ def test_json_rows_agree_with_an_independent_computation(
             tf.constant(originals), tf.constant(recon), max_val=1.0
         ).numpy()
         assert row["ssim"] == pytest.approx(independent_ssim.mean(), abs=1e-3)
+        weights = np.array([0.0448, 0.2856])  # the 2 of 5 scales that fit 32 px
+        independent_ms_ssim = tf.image.ssim_multiscale(
+            tf.constant(originals),
+            tf.constant(recon),
+            max_val=1.0,
+            power_factors=weights / weights.sum(),
+        ).numpy()
+        assert row["ms_ssim_scales"] == 2
+        assert row["ms_ssim"] == pytest.approx(independent_ms_ssim.mean(), abs=1e-3)
+        gmsd = keras.ops.convert_to_numpy(evaluation.gmsd(originals, recon))
+        assert row["gmsd"] == pytest.approx(gmsd.mean(), rel=1e-3)
+        laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]])[None, :, :, None]
+        energy = [  # per image and channel, interior pixels
+            np.mean(ndimage.convolve(images, laplacian)[:, 1:-1, 1:-1] ** 2)
+            for images in (recon, originals)
+        ]
+        assert row["sharpness_ratio"] == pytest.approx(energy[0] / energy[1], rel=1e-3)
         counts = np.bincount(tokens.ravel(), minlength=row["vocabulary_size"])
         probs = counts[counts > 0] / counts.sum()
         bits = -(probs * np.log2(probs)).sum()

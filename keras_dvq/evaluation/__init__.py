@@ -1,6 +1,8 @@
-"""The tokenizer yardstick (distortion against rate, codebook usage) and
-every picture the package draws."""
+"""The tokenizer yardstick (distortion against rate, codebook usage, the
+measures that see blur, LPIPS) and every picture the package draws."""
 
+from keras_dvq.evaluation.lpips import LPIPS
+from keras_dvq.evaluation.lpips import load_lpips
 from keras_dvq.evaluation.measures import SplitEvaluation
 from keras_dvq.evaluation.measures import entropy_bits
 from keras_dvq.evaluation.measures import gaussian_window
@@ -17,11 +19,13 @@ from keras_dvq.evaluation.measures import ssim
 from keras_dvq.evaluation.measures import to_unit_float
 
 __all__ = [
+    "LPIPS",
     "SplitEvaluation",
     "entropy_bits",
     "gaussian_window",
     "gmsd",
     "laplacian_energy",
+    "load_lpips",
     "ms_ssim",
     "ms_ssim_scales",
     "mse_per_image",

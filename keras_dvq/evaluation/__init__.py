@@ -1,6 +1,8 @@
 """The tokenizer yardstick (distortion against rate, codebook usage, the
-measures that see blur, LPIPS) and every picture the package draws."""
+measures that see blur, LPIPS, rFID) and every picture the package draws."""
 
+from keras_dvq.evaluation.fid import frechet_distance
+from keras_dvq.evaluation.fid import load_inception
 from keras_dvq.evaluation.lpips import LPIPS
 from keras_dvq.evaluation.lpips import load_lpips
 from keras_dvq.evaluation.measures import SplitEvaluation
@@ -22,9 +24,11 @@ __all__ = [
     "LPIPS",
     "SplitEvaluation",
     "entropy_bits",
+    "frechet_distance",
     "gaussian_window",
     "gmsd",
     "laplacian_energy",
+    "load_inception",
     "load_lpips",
     "ms_ssim",
     "ms_ssim_scales",

@@ -114,9 +114,37 @@ def frechet_distance(mean_1, covariance_1, mean_2, covariance_2):
     return float(max(distance, 0.0))
 
 
+def frechet_distance_of_features(features_1, features_2):
+    """The Frechet distance between the Gaussians fitted to two sets of
+    feature vectors (rows), a Python float; the same value as
+    `frechet_distance` of their means and sample covariances.
+
+    With A and B the centred features (n and m rows), S_1 = A^T A / (n - 1)
+    and S_2 = B^T B / (m - 1), the nonzero eigenvalues of S_1 S_2 are the
+    squared singular values of A B^T / sqrt((n - 1)(m - 1)): the trace of
+    the square root is their sum. This costs O(n m D) instead of O(D^3),
+    the faster route when there are fewer images than features.
+    """
+    a = np.asarray(features_1, np.float64)
+    b = np.asarray(features_2, np.float64)
+    n, m = len(a), len(b)
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    a, b = a - mean_a, b - mean_b
+    trace_root = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    distance = (
+        np.sum((mean_a - mean_b) ** 2)
+        + np.sum(a * a) / (n - 1)
+        + np.sum(b * b) / (m - 1)
+        - 2.0 * trace_root / np.sqrt((n - 1) * (m - 1))
+    )
+    return float(max(distance, 0.0))
+
+
 class FeatureStatistics:
     """Running mean and covariance of feature vectors (float64, on the host),
-    fed chunk by chunk.
+    fed chunk by chunk. While there are no more vectors than dimensions it
+    also keeps the vectors themselves (`features()`), for the faster
+    `frechet_distance_of_features`.
 
     Example:
 
@@ -131,6 +159,7 @@ class FeatureStatistics:
         self.count = 0
         self.total = None
         self.outer = None
+        self._rows = []
 
     def update(self, features):
         features = np.asarray(features, np.float64)
@@ -138,6 +167,10 @@ class FeatureStatistics:
             self.total = np.zeros(features.shape[1])
             self.outer = np.zeros((features.shape[1],) * 2)
         self.count += len(features)
+        if self._rows is not None and self.count <= len(self.total):
+            self._rows.append(features)
+        else:  # enough vectors: the covariance route is the faster
+            self._rows = None
         self.total += features.sum(axis=0)
         self.outer += features.T @ features
 
@@ -150,3 +183,16 @@ class FeatureStatistics:
         mean = self.total / self.count
         covariance = (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
         return mean, covariance
+
+    def features(self):
+        """All vectors fed so far, `(N, D)`, while N <= D; else `None`."""
+        return np.concatenate(self._rows) if self._rows else None
+
+
+def split_frechet_distance(statistics_1, statistics_2):
+    """The Frechet distance of two `FeatureStatistics`, by the faster of
+    the two exact routes."""
+    features_1, features_2 = statistics_1.features(), statistics_2.features()
+    if features_1 is not None and features_2 is not None:
+        return frechet_distance_of_features(features_1, features_2)
+    return frechet_distance(*statistics_1.result(), *statistics_2.result())

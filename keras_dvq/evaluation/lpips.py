@@ -314,4 +314,6 @@ def load_lpips(vgg_weights=None, lpips_weights=None, preprocessing=None):
     lpips = LPIPS(preprocessing=preprocessing)
     load_vgg16_weights(lpips, str(vgg_weights))
     load_lpips_heads(lpips, str(lpips_weights))
+    # Where the weights came from, for reports (defaults resolved).
+    lpips.weight_files = {"vgg": str(vgg_weights), "heads": str(lpips_weights)}
     return lpips

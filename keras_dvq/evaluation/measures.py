@@ -34,6 +34,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq.evaluation.fid import FeatureStatistics
+from keras_dvq.evaluation.fid import split_frechet_distance
 from keras_dvq.ops.code_statistics import entropy
 from keras_dvq.utils.errors import BadInput
 
@@ -417,6 +419,13 @@ class SplitEvaluation:
 
     Args:
         vocabulary_size: int. Number of distinct token ids.
+        lpips: an `LPIPS` model with trained weights (`load_lpips`), or
+            `None`: the result then has no `lpips` (the mean distance).
+        inception: an InceptionV3 feature model with trained weights
+            (`load_inception`), or `None`: the result then has no `rfid`
+            (the Frechet distance of the originals' and reconstructions'
+            features over the whole split).
+        batch_size: images per batch through those networks.
 
     Tokens of shape `(N, h, w)` fill one histogram; tokens with a depth axis,
     `(N, h, w, stages)` (residual VQ), one per stage (see `rate_statistics`).
@@ -432,8 +441,13 @@ class SplitEvaluation:
     ```
     """
 
-    def __init__(self, vocabulary_size):
+    def __init__(self, vocabulary_size, lpips=None, inception=None, batch_size=64):
         self.vocabulary_size = vocabulary_size
+        self.lpips = lpips
+        self.inception = inception
+        self.batch_size = batch_size
+        if inception is not None:
+            self._features = (FeatureStatistics(), FeatureStatistics())
         self.counts = None  # (vocabulary_size,) or (stages, vocabulary_size)
         self.num_images = 0
         self.tokens_per_image = None
@@ -456,7 +470,20 @@ class SplitEvaluation:
             "energy_original": laplacian_energy(images),
         }
         self.ms_ssim_scales = ms_ssim_scales(min(images.shape[1:3]))
+        reconstructions = np.asarray(ops.convert_to_numpy(reconstructions), np.float32)
+        if self.lpips is not None:
+            per_image["lpips"] = self.lpips.predict(
+                (images, reconstructions), batch_size=self.batch_size, verbose=0
+            )
+        if self.inception is not None:
+            for statistics, batch in zip(
+                self._features, (images, reconstructions), strict=True
+            ):
+                statistics.update(
+                    self.inception.predict(batch, batch_size=self.batch_size, verbose=0)
+                )
         for key, values in per_image.items():
+            self._sums.setdefault(key, 0.0)
             self._sums[key] += float(np.sum(ops.convert_to_numpy(values), dtype=float))
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocabulary_size):
             raise ValueError(
@@ -479,6 +506,11 @@ class SplitEvaluation:
         if not self.num_images:
             raise ValueError("No images were evaluated: the split is empty.")
         means = {key: total / self.num_images for key, total in self._sums.items()}
+        perceptual = {}
+        if self.lpips is not None:
+            perceptual["lpips"] = means["lpips"]
+        if self.inception is not None:
+            perceptual["rfid"] = split_frechet_distance(*self._features)
         return {
             "num_images": self.num_images,
             "mse": means["mse"],
@@ -491,6 +523,7 @@ class SplitEvaluation:
             "sharpness_ratio": means["energy"] / max(means["energy_original"], 1e-12),
             "tokens_per_image": self.tokens_per_image,
             **rate_statistics(self.counts, self.tokens_per_image),
+            **perceptual,
         }
 
 

@@ -33,6 +33,11 @@ def test_frechet_distance_matches_scipy(count):
     theirs = scipy_frechet_distance(*statistics[0], *statistics[1])
     assert ours > 1.0
     assert ours == pytest.approx(theirs, rel=1e-5)
+    # The route through the features themselves gives the same value.
+    assert fid.frechet_distance_of_features(a, b) == pytest.approx(theirs, rel=1e-5)
+    assert fid.frechet_distance_of_features(a, a) == pytest.approx(
+        0.0, abs=1e-6 * np.trace(statistics[0][1])
+    )
     assert fid.frechet_distance(*statistics[0], *statistics[0]) == pytest.approx(
         0.0, abs=1e-6 * np.trace(statistics[0][1])
     )
@@ -47,6 +52,15 @@ def test_feature_statistics_in_chunks_equal_numpy():
     mean, covariance = statistics.result()
     np.testing.assert_allclose(mean, features.mean(0), rtol=1e-12)
     np.testing.assert_allclose(covariance, np.cov(features, rowvar=False), rtol=1e-9)
+    assert statistics.features() is None  # 37 vectors > 6 dimensions
+    few = fid.FeatureStatistics()
+    for chunk in (features[:4], features[4:6]):
+        few.update(chunk)
+    np.testing.assert_array_equal(few.features(), features[:6])
+    few_b = fid.FeatureStatistics()
+    few_b.update(features[10:15])
+    both_routes = fid.frechet_distance(*few.result(), *few_b.result())
+    assert fid.split_frechet_distance(few, few_b) == pytest.approx(both_routes)
     with pytest.raises(ValueError, match="at least 2 feature vectors.*1"):
         one = fid.FeatureStatistics()
         one.update(features[:1])

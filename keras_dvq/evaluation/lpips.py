@@ -128,6 +128,7 @@ class LPIPS(keras.Model):
         for head, channels in zip(self.heads, LPIPS_CHANNELS, strict=True):
             head.build((None, None, None, channels))
         self.trainable = False
+        self.built = True  # every weight exists: VGG16 and the heads are built
 
     def _scaled(self, images):
         images = ops.cast(images, "float32")

@@ -268,6 +268,16 @@ def test_missing_and_wrong_weights_are_one_line_errors(tmp_path, monkeypatch):
         assert issubclass(BadInput, error)
 
 
+def test_keras_file_round_trip(model, pair, tmp_path):
+    """Inside a saved model (e.g. a trainer's perceptual loss) it comes back
+    with its weights, frozen."""
+    x, y = pair
+    model.save(tmp_path / "lpips.keras")
+    loaded = keras.models.load_model(tmp_path / "lpips.keras")
+    np.testing.assert_allclose(numpy(loaded((x, y))), numpy(model((x, y))), rtol=1e-6)
+    assert not loaded.trainable_weights and loaded.preprocessing == "lpips"
+
+
 def test_small_images_and_config(model):
     with pytest.raises(ValueError, match="at least 16x16"):
         model((np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3))))

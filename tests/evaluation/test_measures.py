@@ -245,7 +245,7 @@ def numpy_ms_ssim(x, y, scales):
     return np.mean(per_channel)
 
 
-@pytest.mark.parametrize("size,scales", [(32, 2), (64, 3)])
+@pytest.mark.parametrize("size,scales", [(32, 2), (64, 3), (176, 5)])
 def test_ms_ssim_matches_the_paper_and_tensorflow(size, scales):
     rng = np.random.default_rng(size)
     smooth = ndimage.gaussian_filter(rng.uniform(size=(3, size, size, 3)), (0, 2, 2, 0))

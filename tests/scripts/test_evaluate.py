@@ -289,13 +289,15 @@ def test_lpips_and_rfid_with_weights_files(
     recon = model.decode(model.encode(images))
     originals = images.astype("float32") / 255.0
     lpips = load_lpips(vgg, heads)
-    expected = keras.ops.convert_to_numpy(lpips((originals, recon))).mean()
+    # predict, as the script: one compiled function (JAX compiles eager
+    # calls op by op, a minute for two ImageNet networks).
+    expected = lpips.predict((originals, recon), verbose=0).mean()
     assert row["lpips"] == pytest.approx(float(expected), rel=1e-4)
     features = fid.load_inception(inception, 75)
     # 8 images of 2,048 features: the route through the features (equal to
     # scipy's, tests/evaluation/test_fid.py) is seconds faster than eigh.
     expected = fid.frechet_distance_of_features(
-        *(keras.ops.convert_to_numpy(features(x)) for x in (originals, recon))
+        *(features.predict(x, verbose=0) for x in (originals, recon))
     )
     assert row["rfid"] == pytest.approx(expected, rel=1e-3)
 

@@ -181,12 +181,6 @@ def _unit_normalised(features):
     return features / (ops.sqrt(ops.maximum(squares, 1e-20)) + 1e-10)
 
 
-def lpips_distance(lpips, images, reconstructions):
-    """`(N,)` LPIPS distances of two batches in [0, 1]; a function for
-    callers that hold the model, e.g. a perceptual loss."""
-    return lpips((images, reconstructions))
-
-
 def load_vgg16_weights(lpips, path):
     """Loads VGG16 weights into `lpips`' backbone from a torchvision state
     dict (`.pth` / `.pt`, read with PyTorch) or a Keras VGG16 file without

@@ -106,6 +106,7 @@ def test_lpips_matches_numpy(model, pair):
     )
 
 
+@pytest.mark.slow  # JAX differentiates VGG16 op by op: ~30 s on a loaded VM
 def test_lpips_gradients_are_finite_and_match_finite_differences(model, pair):
     x, y = pair
     target = keras.Variable(y, dtype="float32")

@@ -49,6 +49,7 @@ from keras_dvq.data.datasets import load_dataset  # noqa: E402
 from keras_dvq.evaluation import plots  # noqa: E402
 from keras_dvq.evaluation.fid import MIN_INCEPTION_SIZE  # noqa: E402
 from keras_dvq.evaluation.fid import load_inception  # noqa: E402
+from keras_dvq.evaluation.lpips import MIN_SIZE as LPIPS_MIN_SIZE  # noqa: E402
 from keras_dvq.evaluation.lpips import load_lpips  # noqa: E402
 from keras_dvq.evaluation.measures import SplitEvaluation  # noqa: E402
 from keras_dvq.evaluation.measures import to_unit_float  # noqa: E402
@@ -144,6 +145,11 @@ def evaluate(args):
             raise BadInput(
                 f"--image_size {image_size}: {path} downsamples by "
                 f"{tokenizer.stride}, which must divide the image size."
+            )
+        if (args.vgg_weights or args.lpips_weights) and image_size < LPIPS_MIN_SIZE:
+            raise BadInput(
+                f"--image_size {image_size}: LPIPS needs images of at least "
+                f"{LPIPS_MIN_SIZE} px ({path})."
             )
     networks = perceptual_networks(args)  # weights fail here, before any data
     if args.out:

@@ -313,4 +313,9 @@ def test_perceptual_weights_that_cannot_be_used(script, model_paths, tmp_path, c
         assert script.main(argv) == 2  # before the dataset is even looked at
         error = one_line_error(capsys)
         assert words in error and "not found" in error
+    argv = [path, "--dataset", "sample", "--image_size", "12", "--vgg_weights", "x"]
+    assert script.main([*argv, "--out", str(out)]) == 2
+    assert "--image_size 12: LPIPS needs images of at least 16 px" in one_line_error(
+        capsys
+    )
     assert not out.exists()

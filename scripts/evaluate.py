@@ -9,8 +9,14 @@ no augmentation), decodes the tokens and measures against the originals:
 
 - distortion: MSE, PSNR (the mean of per-image PSNRs, in dB; the PSNR of the
   split's mean MSE is in the JSON as `psnr_of_mean_mse`), SSIM (11x11
-  Gaussian window, sigma 1.5), and for `.keras` models their own
+  Gaussian window, sigma 1.5), MS-SSIM (as many of its five scales as the
+  image size allows: 2 at 32 px; the JSON says how many), GMSD (lower is
+  better), the sharpness ratio (the reconstructions' Laplacian energy over
+  the originals': < 1 is blur), and for `.keras` models their own
   `recon_loss` (the reconstruction NLL as train.py reports it);
+- with trained weights only (`--vgg_weights` / `--lpips_weights`,
+  `--inception_weights`; absent otherwise): LPIPS (VGG16) and rFID
+  (InceptionV3 pool features of originals against reconstructions);
 - rate and usage, from the code histogram of the whole split: codes used of
   the vocabulary, perplexity, bits per token (the histogram's entropy) and
   bits per image (bits per token x tokens per image);
@@ -41,6 +47,10 @@ import numpy as np  # noqa: E402
 from keras_dvq.data.datasets import count_images  # noqa: E402
 from keras_dvq.data.datasets import load_dataset  # noqa: E402
 from keras_dvq.evaluation import plots  # noqa: E402
+from keras_dvq.evaluation.fid import MIN_INCEPTION_SIZE  # noqa: E402
+from keras_dvq.evaluation.fid import load_inception  # noqa: E402
+from keras_dvq.evaluation.lpips import MIN_SIZE as LPIPS_MIN_SIZE  # noqa: E402
+from keras_dvq.evaluation.lpips import load_lpips  # noqa: E402
 from keras_dvq.evaluation.measures import SplitEvaluation  # noqa: E402
 from keras_dvq.evaluation.measures import to_unit_float  # noqa: E402
 from keras_dvq.export.token_dataset import default_image_size  # noqa: E402
@@ -50,6 +60,8 @@ from keras_dvq.utils.atomic import write_text  # noqa: E402
 from keras_dvq.utils.cli import positive_int  # noqa: E402
 from keras_dvq.utils.errors import BadInput  # noqa: E402
 
+# Columns shown only when their network's weights were given (never faked).
+OPTIONAL_COLUMNS = ("lpips", "rfid")
 CHUNK_IMAGES = 4096  # images per encode/decode call (predict's set-up is per call)
 RESULTS = "evaluation.json"
 # (heading, key, format) of the printed table.
@@ -57,6 +69,11 @@ COLUMNS = (
     ("MSE", "mse", "{:.5f}"),
     ("PSNR dB", "psnr", "{:.2f}"),
     ("SSIM", "ssim", "{:.4f}"),
+    ("MS-SSIM", "ms_ssim", "{:.4f}"),
+    ("GMSD", "gmsd", "{:.4f}"),
+    ("sharpness", "sharpness_ratio", "{:.3f}"),
+    ("LPIPS", "lpips", "{:.4f}"),
+    ("rFID", "rfid", "{:.2f}"),
     ("recon_loss", "recon_loss", "{:.4f}"),
     ("codes used", "codes", "{}"),
     ("perplexity", "perplexity", "{:.1f}"),
@@ -69,8 +86,8 @@ COLUMNS = (
 def make_parser():
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
-        description="Evaluate tokenizers: PSNR, SSIM, codebook usage and rate "
-        "(keras-dvq).",
+        description="Evaluate tokenizers: PSNR, SSIM, MS-SSIM, GMSD, sharpness, "
+        "codebook usage and rate (keras-dvq).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -89,6 +106,32 @@ def make_parser():
     )
     add("--batch_size", type=positive_int, default=128)
     add("--out", default=None, help="output directory (default: print only)")
+    add(
+        "--vgg_weights",
+        default=None,
+        help="LPIPS backbone: torchvision's VGG16 state dict (.pth, the "
+        "published LPIPS) or a Keras VGG16 without top (.h5, .weights.h5); "
+        "with this flag or --lpips_weights the table gains LPIPS (missing "
+        "files default to Keras' cached VGG16 and the installed lpips "
+        "package's heads)",
+    )
+    add(
+        "--lpips_weights",
+        default=None,
+        help="LPIPS linear heads: the lpips package's weights/v0.1/vgg.pth or "
+        "an .npz of lin0..lin4",
+    )
+    add(
+        "--inception_weights",
+        default=None,
+        help="Keras InceptionV3 without top (.h5, .weights.h5): the table gains rFID",
+    )
+    add(
+        "--inception_size",
+        type=positive_int,
+        default=299,
+        help="side images are resized to for InceptionV3 (at least 75)",
+    )
     add("--num_shown", type=positive_int, default=16, help="images per grid")
     add("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -103,6 +146,12 @@ def evaluate(args):
                 f"--image_size {image_size}: {path} downsamples by "
                 f"{tokenizer.stride}, which must divide the image size."
             )
+        if (args.vgg_weights or args.lpips_weights) and image_size < LPIPS_MIN_SIZE:
+            raise BadInput(
+                f"--image_size {image_size}: LPIPS needs images of at least "
+                f"{LPIPS_MIN_SIZE} px ({path})."
+            )
+    networks = perceptual_networks(args)  # weights fail here, before any data
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
@@ -110,20 +159,40 @@ def evaluate(args):
     for path, tokenizer in tokenizers:
         if verbose:
             print(f"evaluating {path}")
-        row, shown = evaluate_tokenizer(tokenizer, args, verbose)
+        row, shown = evaluate_tokenizer(tokenizer, args, verbose, networks)
         row = {"model": path, "label": label_of(path, args.models), **row}
         rows.append(row)
         if args.out:
             save_grid(row, shown, args.out)
     print(format_table(rows, args))
     if args.out:
-        write_results(rows, args)
+        write_results(rows, args, networks)
     return rows
 
 
-def evaluate_tokenizer(tokenizer, args, verbose):
+def perceptual_networks(args):
+    """LPIPS and InceptionV3 with the weights the flags give, `None` for
+    those without; a file that cannot be used is a `BadInput`."""
+    networks = {"lpips": None, "inception": None}
+    if args.vgg_weights or args.lpips_weights:
+        networks["lpips"] = load_lpips(args.vgg_weights, args.lpips_weights)
+    if args.inception_weights:
+        if args.inception_size < MIN_INCEPTION_SIZE:
+            raise BadInput(
+                f"--inception_size {args.inception_size}: InceptionV3 takes at "
+                f"least {MIN_INCEPTION_SIZE}."
+            )
+        networks["inception"] = load_inception(
+            args.inception_weights, args.inception_size
+        )
+    return networks
+
+
+def evaluate_tokenizer(tokenizer, args, verbose, networks=None):
     """The yardstick's row for one tokenizer, and the images of its grid."""
-    split = SplitEvaluation(tokenizer.vocabulary_size)
+    split = SplitEvaluation(
+        tokenizer.vocabulary_size, **(networks or {}), batch_size=args.batch_size
+    )
     image_size = args.image_size or default_image_size(tokenizer)
     dataset = load_split(args, image_size)
     total = count_images(dataset)
@@ -220,12 +289,17 @@ def file_safe(label):
 
 
 def format_table(rows, args):
-    headings = ["model"] + [heading for heading, _, _ in COLUMNS]
+    columns = [
+        column
+        for column in COLUMNS
+        if column[1] not in OPTIONAL_COLUMNS or any(column[1] in row for row in rows)
+    ]
+    headings = ["model"] + [heading for heading, _, _ in columns]
     lines = [
         [row["label"]]
         + [
             "-" if row.get(key) is None else form.format(row[key])
-            for _, key, form in COLUMNS
+            for _, key, form in columns
         ]
         for row in rows
     ]
@@ -248,7 +322,7 @@ def format_table(rows, args):
     return "\n".join(text)
 
 
-def write_results(rows, args):
+def write_results(rows, args, networks):
     results = {
         "command": shlex.join(["python", "scripts/evaluate.py", *args.argv]),
         "dataset": args.dataset,
@@ -257,8 +331,23 @@ def write_results(rows, args):
         "image_size": args.image_size,
         "psnr": "mean of per-image PSNRs in dB; psnr_of_mean_mse: PSNR of the "
         "split's mean MSE",
+        "ms_ssim": "mean per-image MS-SSIM over ms_ssim_scales scales (as many "
+        "of the five as fit the image, weights renormalised)",
+        "sharpness_ratio": "the reconstructions' summed Laplacian energy over the "
+        "originals' (1: as sharp, < 1: blurrier)",
         "models": rows,
     }
+    if networks["lpips"] is not None:
+        results["lpips_weights"] = {
+            **networks["lpips"].weight_files,
+            "preprocessing": networks["lpips"].preprocessing,
+        }
+    if args.inception_weights:
+        results["rfid"] = (
+            f"Frechet distance of InceptionV3 pool features ({args.inception_weights}"
+            f", images resized to {args.inception_size} px), originals against "
+            "reconstructions"
+        )
     if len(rows) > 1:
         figure = plots.rate_distortion_figure(
             rows, title=f"{args.dataset} {args.split} split"

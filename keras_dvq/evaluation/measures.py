@@ -1,4 +1,5 @@
-"""The tokenizer yardstick: distortion (PSNR, SSIM) against rate (bits per token).
+"""The tokenizer yardstick: distortion (PSNR, SSIM, MS-SSIM, GMSD, sharpness)
+against rate (bits per token).
 
 Image tokenizers are compared by how much they distort an image at how many
 bits its tokens carry, and by how much of their vocabulary they use. All
@@ -17,6 +18,12 @@ and then averaged: the definition of `tf.image.ssim` and of
 `skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1)`.
 
+PSNR and SSIM reward blur; three measures see it: MS-SSIM (Wang et al. 2003,
+with as many of its five scales as the image allows), GMSD (Xue et al. 2014,
+the deviation of the gradient-magnitude similarity) and the sharpness ratio
+(the reconstruction's Laplacian energy over the original's). Their
+definitions are in docs/evaluation.md.
+
 The rate comes from the code histogram of a whole split: its entropy in bits
 per token (perplexity = 2 ** entropy) times the tokens per image.
 """
@@ -27,7 +34,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dvq.evaluation.fid import FeatureStatistics
+from keras_dvq.evaluation.fid import split_frechet_distance
 from keras_dvq.ops.code_statistics import entropy
+from keras_dvq.utils.errors import BadInput
 
 # A perfect reconstruction has infinite PSNR; capping the MSE at 1e-10 caps
 # the PSNR at 100 dB, far above anything lossy, so that means stay finite.
@@ -95,7 +105,17 @@ def ssim(
             f"SSIM needs images at least {filter_size}x{filter_size} (its window). "
             f"Received: images.shape={tuple(images.shape)}"
         )
-    window = gaussian_window(filter_size, filter_sigma)
+    luminance, contrast_structure = _ssim_maps(
+        images, reconstructions, max_value, filter_size, filter_sigma, k1, k2
+    )
+    return ops.mean(luminance * contrast_structure, axis=(1, 2, 3))
+
+
+def _ssim_maps(images, reconstructions, max_value, filter_size, sigma, k1, k2):
+    """SSIM's luminance and contrast-structure maps over the valid positions
+    of the Gaussian window, `(N, H - size + 1, W - size + 1, C)`."""
+    channels = images.shape[-1]
+    window = gaussian_window(filter_size, sigma)
     # The 2-D Gaussian is separable: two 1-D passes, one per axis.
     rows = np.tile(window[:, None, None, None], (1, 1, channels, 1))
     columns = np.tile(window[None, :, None, None], (1, 1, channels, 1))
@@ -114,7 +134,200 @@ def ssim(
     cov_xy = local_mean(images * reconstructions) - mean_x * mean_y
     luminance = (2.0 * mean_x * mean_y + c1) / (mean_x**2 + mean_y**2 + c1)
     contrast_structure = (2.0 * cov_xy + c2) / (var_x + var_y + c2)
-    return ops.mean(luminance * contrast_structure, axis=(1, 2, 3))
+    return luminance, contrast_structure
+
+
+# Wang, Simoncelli and Bovik (2003), Table 1 (beta_j = gamma_j, alpha_M).
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim_scales(size, filter_size=11, max_scales=5):
+    """How many MS-SSIM scales fit an image side: the window must fit the
+    coarsest scale (side `size // 2 ** (scales - 1)`), at most `max_scales`;
+    0 if it does not even fit the full size. 11 px filter: 1 scale at 11 px,
+    2 at 32, 3 at 64, 4 at 128, all 5 from 176 px."""
+    scales = 0
+    while scales < max_scales and size // 2**scales >= filter_size:
+        scales += 1
+    return scales
+
+
+def ms_ssim(
+    images,
+    reconstructions,
+    max_value=1.0,
+    filter_size=11,
+    filter_sigma=1.5,
+    k1=0.01,
+    k2=0.03,
+    num_scales=None,
+):
+    """Multi-scale structural similarity of each image, float32 `(N,)`.
+
+    Wang, Simoncelli and Bovik (2003): SSIM's contrast-structure term at
+    scales 1..M-1 and the full SSIM at the coarsest scale M, each the mean
+    over the window's valid positions, raised to the paper's weights
+    (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) and multiplied; 2x2 average
+    pooling (stride 2) between scales; per channel, then averaged over
+    channels. As `tf.image.ssim_multiscale`, negative terms count as 0.
+
+    Five scales with the 11x11 window need images of at least 176 px. By
+    default (`num_scales=None`) the function takes as many scales as fit
+    (`ms_ssim_scales`: 2 at 32 px, 3 at 64, 4 at 128) and renormalises the
+    first M weights to sum to 1, so that the value stays a weighted
+    geometric mean of terms in [0, 1]: 1 for identical images.
+
+    Args:
+        images: `(N, H, W, C)` originals in [0, max_value].
+        reconstructions: the same shape.
+        max_value: the dynamic range (1 for [0, 1] images).
+        filter_size: side of the Gaussian window.
+        filter_sigma: its standard deviation.
+        k1, k2: SSIM's stabilising constants.
+        num_scales: int in 1..5 or `None` (as many as fit).
+
+    Example:
+
+    ```python
+    ms_ssim(images, model.predict(images)).mean()  # 2 scales at 32 px
+    ```
+    """
+    images, reconstructions = _check_pair(images, reconstructions)
+    side = min(images.shape[1], images.shape[2])
+    fit = ms_ssim_scales(side, filter_size)
+    if num_scales is None:
+        num_scales = max(fit, 1)  # too small for one scale: the size error
+    if not 1 <= num_scales <= len(MS_SSIM_WEIGHTS):
+        raise BadInput(
+            f"MS-SSIM takes 1 to {len(MS_SSIM_WEIGHTS)} scales. "
+            f"Received: num_scales={num_scales}"
+        )
+    if num_scales > fit:
+        needed = filter_size * 2 ** (num_scales - 1)
+        raise BadInput(
+            f"MS-SSIM with {num_scales} scale(s) and a {filter_size}x{filter_size} "
+            f"window needs images of at least {needed}x{needed}. Received: "
+            f"images.shape={tuple(images.shape)}"
+        )
+    weights = np.asarray(MS_SSIM_WEIGHTS[:num_scales], np.float64)
+    weights = weights / weights.sum()
+    value = 1.0
+    for scale, weight in enumerate(weights):
+        if scale:
+            images = ops.average_pool(images, 2, 2, padding="valid")
+            reconstructions = ops.average_pool(reconstructions, 2, 2, padding="valid")
+        luminance, contrast_structure = _ssim_maps(
+            images, reconstructions, max_value, filter_size, filter_sigma, k1, k2
+        )
+        if scale == num_scales - 1:
+            contrast_structure = luminance * contrast_structure
+        term = ops.relu(ops.mean(contrast_structure, axis=(1, 2)))  # (N, C)
+        value = value * ops.power(term, float(weight))
+    return ops.mean(value, axis=-1)
+
+
+# Xue, Zhang, Mou and Bovik (2014), GMSD.m: T = 170 on [0, 255] images.
+GMSD_CONSTANT = 170.0 / 255.0**2
+
+
+def gmsd(images, reconstructions, max_value=1.0):
+    """Gradient magnitude similarity deviation of each image, float32 `(N,)`.
+
+    Xue et al. (2014), as their reference code GMSD.m computes it: luma
+    (BT.601: 0.299 R + 0.587 G + 0.114 B; one channel: itself), 2x2 average
+    pooling with stride 2, Prewitt gradients (the 3x3 kernels divided by 3,
+    zero padding, same size), gradient magnitudes m_r and m_d,
+    `GMS = (2 m_r m_d + c) / (m_r^2 + m_d^2 + c)` with c = 170 / 255^2 on
+    [0, 1] images, and GMSD = the standard deviation of the GMS map (N - 1 in
+    the denominator, as MATLAB's `std2`). 0 for identical images; larger is
+    worse: blur lowers the similarity at edges only, and the deviation sees it.
+    Images need at least 2x2 pixels.
+
+    Example:
+
+    ```python
+    gmsd(images, model.predict(images)).mean()  # lower is better
+    ```
+    """
+    images, reconstructions = _check_pair(images, reconstructions)
+    if min(images.shape[1], images.shape[2]) < 2:
+        raise BadInput(
+            "GMSD needs images of at least 2x2 pixels. Received: "
+            f"images.shape={tuple(images.shape)}"
+        )
+    prewitt = np.array([[1, 0, -1]] * 3, np.float32) / 3.0
+    kernel = ops.convert_to_tensor(np.stack([prewitt, prewitt.T], -1)[:, :, None, :])
+
+    def magnitude(x):
+        x = ops.average_pool(_luma(x / max_value), 2, 2, padding="valid")
+        gradients = ops.conv(x, kernel, padding="same")  # (N, h, w, 2)
+        return ops.sqrt(ops.sum(ops.square(gradients), axis=-1))
+
+    m_r, m_d = magnitude(images), magnitude(reconstructions)
+    similarity = (2.0 * m_r * m_d + GMSD_CONSTANT) / (
+        ops.square(m_r) + ops.square(m_d) + GMSD_CONSTANT
+    )
+    similarity = ops.reshape(similarity, (ops.shape(similarity)[0], -1))
+    count = similarity.shape[1]
+    deviation = similarity - ops.mean(similarity, axis=1, keepdims=True)
+    return ops.sqrt(ops.sum(ops.square(deviation), axis=1) / max(count - 1, 1))
+
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601
+
+
+def _luma(images):
+    if images.shape[-1] == 1:
+        return images
+    if images.shape[-1] != 3:
+        raise BadInput(
+            "GMSD takes grey or RGB images (1 or 3 channels). Received: "
+            f"images.shape={tuple(images.shape)}"
+        )
+    weights = ops.convert_to_tensor(np.array(LUMA_WEIGHTS, np.float32))
+    return ops.sum(images * weights, axis=-1, keepdims=True)
+
+
+LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+
+
+def laplacian_energy(images):
+    """High-frequency energy of each image, float32 `(N,)`: the mean square
+    of the 3x3 Laplacian `[[0, 1, 0], [1, -4, 1], [0, 1, 0]]` of each
+    channel, over the positions where the kernel fits (no padding, so that
+    borders add nothing). Blur lowers it; noise raises it."""
+    images = ops.cast(ops.convert_to_tensor(images), "float32")
+    if len(images.shape) != 4 or min(images.shape[1], images.shape[2]) < 3:
+        raise BadInput(
+            "The Laplacian energy needs image batches (N, H, W, C) of at least "
+            f"3x3 pixels. Received: images.shape={tuple(images.shape)}"
+        )
+    channels = images.shape[-1]
+    kernel = ops.convert_to_tensor(
+        np.tile(LAPLACIAN[:, :, None, None], (1, 1, channels, 1))
+    )
+    high_pass = ops.depthwise_conv(images, kernel, padding="valid")
+    return ops.mean(ops.square(high_pass), axis=(1, 2, 3))
+
+
+def sharpness_ratio(images, reconstructions):
+    """Each reconstruction's Laplacian energy over its original's, float32
+    `(N,)`: 1 = as much high-frequency energy, < 1 = blurrier, > 1 = more
+    (noise, ringing, checkerboard artefacts). An image without any detail
+    (energy below 1e-12) divides by 1e-12. `SplitEvaluation` reports the
+    ratio of the split's summed energies instead, which no flat image can
+    dominate.
+
+    Example:
+
+    ```python
+    sharpness_ratio(images, model.predict(images))  # blur: < 1
+    ```
+    """
+    images, reconstructions = _check_pair(images, reconstructions)
+    return laplacian_energy(reconstructions) / ops.maximum(
+        laplacian_energy(images), 1e-12
+    )
 
 
 def gaussian_window(size, sigma):
@@ -199,11 +412,20 @@ class SplitEvaluation:
     Feed it the images of a split with their reconstructions and tokens
     (`update`); `result()` gives the split's mean MSE, mean per-image PSNR,
     PSNR of the mean MSE, mean SSIM and the rate statistics of its whole code
-    histogram. Per-image values are computed on the current backend with
-    `keras.ops` and accumulated in float64 on the host.
+    histogram, mean MS-SSIM (with the number of scales that fit) and GMSD, and
+    the sharpness ratio of the split: the reconstructions' summed Laplacian
+    energy over the originals'. Per-image values are computed on the current
+    backend with `keras.ops` and accumulated in float64 on the host.
 
     Args:
         vocabulary_size: int. Number of distinct token ids.
+        lpips: an `LPIPS` model with trained weights (`load_lpips`), or
+            `None`: the result then has no `lpips` (the mean distance).
+        inception: an InceptionV3 feature model with trained weights
+            (`load_inception`), or `None`: the result then has no `rfid`
+            (the Frechet distance of the originals' and reconstructions'
+            features over the whole split).
+        batch_size: images per batch through those networks.
 
     Tokens of shape `(N, h, w)` fill one histogram; tokens with a depth axis,
     `(N, h, w, stages)` (residual VQ), one per stage (see `rate_statistics`).
@@ -219,12 +441,21 @@ class SplitEvaluation:
     ```
     """
 
-    def __init__(self, vocabulary_size):
+    def __init__(self, vocabulary_size, lpips=None, inception=None, batch_size=64):
         self.vocabulary_size = vocabulary_size
+        self.lpips = lpips
+        self.inception = inception
+        self.batch_size = batch_size
+        if inception is not None:
+            self._features = (FeatureStatistics(), FeatureStatistics())
         self.counts = None  # (vocabulary_size,) or (stages, vocabulary_size)
         self.num_images = 0
         self.tokens_per_image = None
-        self._sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
+        self.ms_ssim_scales = None
+        self._sums = dict.fromkeys(
+            ("mse", "psnr", "ssim", "ms_ssim", "gmsd", "energy", "energy_original"),
+            0.0,
+        )
 
     def update(self, images, reconstructions, tokens):
         images = to_unit_float(images)
@@ -233,8 +464,26 @@ class SplitEvaluation:
             "mse": mse_per_image(images, reconstructions),
             "psnr": psnr(images, reconstructions),
             "ssim": ssim(images, reconstructions),
+            "ms_ssim": ms_ssim(images, reconstructions),
+            "gmsd": gmsd(images, reconstructions),
+            "energy": laplacian_energy(reconstructions),
+            "energy_original": laplacian_energy(images),
         }
+        self.ms_ssim_scales = ms_ssim_scales(min(images.shape[1:3]))
+        reconstructions = np.asarray(ops.convert_to_numpy(reconstructions), np.float32)
+        if self.lpips is not None:
+            per_image["lpips"] = self.lpips.predict(
+                (images, reconstructions), batch_size=self.batch_size, verbose=0
+            )
+        if self.inception is not None:
+            for statistics, batch in zip(
+                self._features, (images, reconstructions), strict=True
+            ):
+                statistics.update(
+                    self.inception.predict(batch, batch_size=self.batch_size, verbose=0)
+                )
         for key, values in per_image.items():
+            self._sums.setdefault(key, 0.0)
             self._sums[key] += float(np.sum(ops.convert_to_numpy(values), dtype=float))
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocabulary_size):
             raise ValueError(
@@ -257,14 +506,24 @@ class SplitEvaluation:
         if not self.num_images:
             raise ValueError("No images were evaluated: the split is empty.")
         means = {key: total / self.num_images for key, total in self._sums.items()}
+        perceptual = {}
+        if self.lpips is not None:
+            perceptual["lpips"] = means["lpips"]
+        if self.inception is not None:
+            perceptual["rfid"] = split_frechet_distance(*self._features)
         return {
             "num_images": self.num_images,
             "mse": means["mse"],
             "psnr": means["psnr"],
             "psnr_of_mean_mse": float(ops.convert_to_numpy(psnr_of_mse(means["mse"]))),
             "ssim": means["ssim"],
+            "ms_ssim": means["ms_ssim"],
+            "ms_ssim_scales": self.ms_ssim_scales,
+            "gmsd": means["gmsd"],
+            "sharpness_ratio": means["energy"] / max(means["energy_original"], 1e-12),
             "tokens_per_image": self.tokens_per_image,
             **rate_statistics(self.counts, self.tokens_per_image),
+            **perceptual,
         }
 
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scipy import ndimage
 
 from keras_dvq.data.datasets import load_dataset
+from keras_dvq.evaluation import fid
+from keras_dvq.evaluation import measures as evaluation
+from keras_dvq.evaluation.lpips import LPIPS
+from keras_dvq.evaluation.lpips import LPIPS_CHANNELS
+from keras_dvq.evaluation.lpips import load_lpips
 from keras_dvq.export.saved_model import export_tokenizer
 from keras_dvq.models import VQVAE
 from tests.testing import image_folder
@@ -89,6 +95,23 @@ def test_json_rows_agree_with_an_independent_computation(
             tf.constant(originals), tf.constant(recon), max_val=1.0
         ).numpy()
         assert row["ssim"] == pytest.approx(independent_ssim.mean(), abs=1e-3)
+        weights = np.array([0.0448, 0.2856])  # the 2 of 5 scales that fit 32 px
+        independent_ms_ssim = tf.image.ssim_multiscale(
+            tf.constant(originals),
+            tf.constant(recon),
+            max_val=1.0,
+            power_factors=weights / weights.sum(),
+        ).numpy()
+        assert row["ms_ssim_scales"] == 2
+        assert row["ms_ssim"] == pytest.approx(independent_ms_ssim.mean(), abs=1e-3)
+        gmsd = keras.ops.convert_to_numpy(evaluation.gmsd(originals, recon))
+        assert row["gmsd"] == pytest.approx(gmsd.mean(), rel=1e-3)
+        laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]])[None, :, :, None]
+        energy = [  # per image and channel, interior pixels
+            np.mean(ndimage.convolve(images, laplacian)[:, 1:-1, 1:-1] ** 2)
+            for images in (recon, originals)
+        ]
+        assert row["sharpness_ratio"] == pytest.approx(energy[0] / energy[1], rel=1e-3)
         counts = np.bincount(tokens.ravel(), minlength=row["vocabulary_size"])
         probs = counts[counts > 0] / counts.sum()
         bits = -(probs * np.log2(probs)).sum()
@@ -129,6 +152,8 @@ def test_table_is_printed_and_progress_can_be_silenced(
     assert "8/8" in printed  # the progress line of a non-terminal
     header, row = printed.splitlines()[-2:]
     assert "PSNR dB" in header and "bits/image" in header
+    assert "MS-SSIM" in header and "GMSD" in header and "sharpness" in header
+    assert "LPIPS" not in header and "rFID" not in header  # no weights given
     assert row.split()[0].endswith("small/model") and " / 16 " in row
     assert script.main([str(model_paths[0]), "--dataset", dataset, "--quiet"]) == 0
     assert "8/8" not in capsys.readouterr().out
@@ -217,3 +242,80 @@ def test_a_model_is_evaluated_at_its_recorded_size(script, model_paths, tmp_path
         results = json.loads((out / "evaluation.json").read_text())
         sizes.append(results["models"][0]["image_size"])
     assert sizes == [16, 24, 32]
+
+
+@pytest.fixture(scope="module")
+def perceptual_weights(tmp_path_factory):
+    """Random LPIPS and InceptionV3 weights in the files users give: a
+    Keras VGG16 notop file, LPIPS heads as .npz, a Keras InceptionV3 notop
+    file (at the small input the test uses)."""
+    folder = tmp_path_factory.mktemp("perceptual")
+    keras.utils.set_random_seed(3)
+    lpips = LPIPS()
+    vgg, heads = str(folder / "vgg16.weights.h5"), str(folder / "heads.npz")
+    lpips.vgg.save_weights(vgg)
+    rng = np.random.default_rng(3)
+    np.savez(
+        heads,
+        **{f"lin{i}": rng.uniform(0, 0.1, c) for i, c in enumerate(LPIPS_CHANNELS)},
+    )
+    inception = str(folder / "inception.weights.h5")
+    fid.inception_features(75).get_layer("inception_v3").save_weights(inception)
+    return vgg, heads, inception
+
+
+@pytest.mark.slow  # two ImageNet networks on every backend: 20-60 s
+def test_lpips_and_rfid_with_weights_files(
+    script, model_paths, perceptual_weights, tmp_path, capsys
+):
+    vgg, heads, inception = perceptual_weights
+    dataset = image_folder(tmp_path / "images", count=80)  # 8 validate
+    out = tmp_path / "out"
+    argv = [str(model_paths[0]), "--dataset", dataset, "--out", str(out), "--quiet"]
+    argv += ["--vgg_weights", vgg, "--lpips_weights", heads]
+    argv += ["--inception_weights", inception, "--inception_size", "75"]
+    assert script.main(argv) == 0
+    header = capsys.readouterr().out.splitlines()[-2]
+    assert "LPIPS" in header and "rFID" in header
+    results = json.loads((out / "evaluation.json").read_text())
+    assert results["lpips_weights"] == {
+        "vgg": vgg,
+        "heads": heads,
+        "preprocessing": "caffe",
+    }
+    row = results["models"][0]
+    images = np.concatenate(list(load_dataset(dataset, "validation", shuffle=False)))
+    model = keras.models.load_model(model_paths[0])
+    recon = model.decode(model.encode(images))
+    originals = images.astype("float32") / 255.0
+    lpips = load_lpips(vgg, heads)
+    # predict, as the script: one compiled function (JAX compiles eager
+    # calls op by op, a minute for two ImageNet networks).
+    expected = lpips.predict((originals, recon), verbose=0).mean()
+    assert row["lpips"] == pytest.approx(float(expected), rel=1e-4)
+    features = fid.load_inception(inception, 75)
+    # 8 images of 2,048 features: the route through the features (equal to
+    # scipy's, tests/evaluation/test_fid.py) is seconds faster than eigh.
+    expected = fid.frechet_distance_of_features(
+        *(features.predict(x, verbose=0) for x in (originals, recon))
+    )
+    assert row["rfid"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_perceptual_weights_that_cannot_be_used(script, model_paths, tmp_path, capsys):
+    path = str(model_paths[0])
+    out = tmp_path / "out"
+    for flags, words in (
+        (["--vgg_weights", str(tmp_path / "nope.pth")], "--vgg_weights"),
+        (["--inception_weights", str(tmp_path / "no.h5")], "--inception_weights"),
+    ):
+        argv = [path, "--dataset", "no-such-dataset", "--out", str(out), *flags]
+        assert script.main(argv) == 2  # before the dataset is even looked at
+        error = one_line_error(capsys)
+        assert words in error and "not found" in error
+    argv = [path, "--dataset", "sample", "--image_size", "12", "--vgg_weights", "x"]
+    assert script.main([*argv, "--out", str(out)]) == 2
+    assert "--image_size 12: LPIPS needs images of at least 16 px" in one_line_error(
+        capsys
+    )
+    assert not out.exists()

@@ -23,7 +23,7 @@ def hand_count(n_layers, ndf, channels=3, normalized=True):
 
 @pytest.mark.parametrize(
     "n_layers, ndf, size, logits",
-    [(3, 64, 32, 2), (1, 8, 16, 6), (2, 8, 32, 6), (4, 4, 64, 2)],
+    [(3, 64, 32, 2), (1, 8, 16, 6), (2, 8, 32, 6), (4, 4, 64, 2), (3, 4, 256, 30)],
 )
 def test_logit_maps_have_taming_sizes(n_layers, ndf, size, logits):
     discriminator = PatchDiscriminator(n_layers=n_layers, ndf=ndf)

@@ -367,3 +367,15 @@ def test_the_exported_tokenizer_holds_no_discriminator(tmp_path):
     images = (make_images(2) * 255).astype("uint8")
     tokens = exported.signatures["encode"](images=images)["tokens"]
     np.testing.assert_array_equal(tokens.numpy(), model.encode(images))
+
+
+def test_mixed_precision_trains_both_players(mixed_bfloat16):
+    model = make_gan()
+    model.compile()
+    model.build((None, SIZE, SIZE, 3))
+    start = numpy_weights(model.discriminator.weights)
+    logs = model.fit(make_images(4), batch_size=4, epochs=1, verbose=0).history
+    assert all(np.isfinite(values[0]) for values in logs.values())
+    assert all(v.dtype == "float32" for v in model.discriminator.weights)
+    moved = numpy_weights(model.discriminator.weights)
+    assert max(np.abs(a - b).max() for a, b in zip(start, moved, strict=True)) > 0

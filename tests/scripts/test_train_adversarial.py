@@ -117,6 +117,13 @@ def test_unknown_disc_loss_is_refused(tmp_path):
         TrainingConfig(out=str(tmp_path), disc_loss="wasserstein")
 
 
+def first_validation_image(dataset):
+    from keras_dvq.data.datasets import load_dataset
+
+    data = load_dataset(dataset, "validation", 1, image_size=32)
+    return next(iter(data.take(1).as_numpy_iterator()))
+
+
 @pytest.mark.slow
 def test_an_adversarial_run_resumes_evaluates_and_exports(
     train_script, tmp_path, monkeypatch
@@ -159,4 +166,16 @@ def test_an_adversarial_run_resumes_evaluates_and_exports(
     export = load_script("export_tokenizer")
     assert export.main([str(out / "model.keras"), str(tmp_path / "tok")]) == 0
     assert (tmp_path / "tok" / "1" / "saved_model.pb").exists()
+    tokenize = load_script("tokenize_dataset")
+    shards = tmp_path / "shards"
+    argv = ["--model", str(out / "model.keras"), "--dataset", dataset]
+    assert tokenize.main([*argv, "--split", "validation", "--out", str(shards)]) == 0
+    written = sorted(path.name for path in shards.iterdir())
+    assert written and not any("discriminator" in name for name in written)
+    tokens = np.concatenate(
+        [np.load(path) for path in sorted(shards.glob("*.npy"))], axis=0
+    )
+    np.testing.assert_array_equal(
+        tokens.reshape(-1, 8, 8)[:1], model.encode(first_validation_image(dataset))
+    )
     assert isinstance(model.as_vqvae(), VQVAE)

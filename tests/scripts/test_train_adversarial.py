@@ -124,7 +124,10 @@ def first_validation_image(dataset):
     return next(iter(data.take(1).as_numpy_iterator()))
 
 
+# Once, under TensorFlow: fit with the discriminator, its files and resumption
+# are checked on every backend in tests/models/test_adversarial.py.
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_an_adversarial_run_resumes_evaluates_and_exports(
     train_script, tmp_path, monkeypatch
 ):

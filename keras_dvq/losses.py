@@ -154,3 +154,76 @@ def get(identifier):
         return keras.saving.deserialize_keras_object(identifier)
     check_choice("loss_flavor", identifier, tuple(RECONSTRUCTION_LOSSES))
     return RECONSTRUCTION_LOSSES[identifier]()
+
+
+# Adversarial losses on a patch discriminator's logits (any shape; each term
+# is a mean over all logits). The discriminator's loss takes the logits of
+# real and reconstructed images; the generator's is a mean of an elementwise
+# function of the reconstructions' logits, so that `generator_adversarial_terms`
+# can cancel its gradient with respect to the discriminator.
+
+
+def hinge_discriminator_loss(logits_real, logits_fake):
+    """`(mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat)))) / 2` (taming's)."""
+    return 0.5 * (
+        ops.mean(ops.relu(1.0 - logits_real)) + ops.mean(ops.relu(1.0 + logits_fake))
+    )
+
+
+def non_saturating_discriminator_loss(logits_real, logits_fake):
+    """Binary cross-entropy of real (1) against reconstructed (0) logits,
+    halved: `(mean(softplus(-D(x))) + mean(softplus(D(x_hat)))) / 2`."""
+    return 0.5 * (
+        ops.mean(ops.softplus(-logits_real)) + ops.mean(ops.softplus(logits_fake))
+    )
+
+
+def hinge_generator_loss(logits_fake):
+    """`-mean(D(x_hat))`: the generator's term of the hinge GAN."""
+    return -ops.mean(logits_fake)
+
+
+def non_saturating_generator_loss(logits_fake):
+    """`mean(softplus(-D(x_hat)))`, the cross-entropy of calling them real."""
+    return ops.mean(ops.softplus(-logits_fake))
+
+
+# name -> (discriminator loss, generator loss)
+ADVERSARIAL_LOSSES = {
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+    "non_saturating": (
+        non_saturating_discriminator_loss,
+        non_saturating_generator_loss,
+    ),
+}
+
+
+def adversarial_losses(name):
+    """The `(discriminator_loss, generator_loss)` pair of `"hinge"` or
+    `"non_saturating"`."""
+    check_choice("disc_loss", name, tuple(ADVERSARIAL_LOSSES))
+    return ADVERSARIAL_LOSSES[name]
+
+
+def generator_adversarial_terms(generator_loss, logits_fake, logits_fake_detached):
+    """`g(D(x_hat)) - g(D(sg(x_hat)))`: the generator's gradient of
+    `generator_loss` (`g`), with no gradient for the discriminator's weights.
+
+    Both logits come from the same weights and equal values, so their
+    gradients with respect to the weights cancel and the value is 0; only
+    `logits_fake`, which sees the generator, carries a gradient to it.
+    """
+    return generator_loss(logits_fake) - generator_loss(logits_fake_detached)
+
+
+def lecam_regularization(logits_real, logits_fake, ema_real, ema_fake):
+    """LeCAM's regularizer of the discriminator: `mean(relu(D(x) -
+    ema_fake)^2) + mean(relu(ema_real - D(x_hat))^2)`, with `ema_real` and
+    `ema_fake` moving averages of the mean logits.
+
+    Reference:
+        - [Tseng et al., 2021](https://arxiv.org/abs/2104.03310), eq. 3.
+    """
+    return ops.mean(ops.square(ops.relu(logits_real - ema_fake))) + ops.mean(
+        ops.square(ops.relu(ema_real - logits_fake))
+    )

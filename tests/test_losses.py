@@ -179,3 +179,66 @@ def test_logit_laplace_rejects_bad_eps(eps):
 def test_gaussian_rejects_bad_variance(variance):
     with pytest.raises(ValueError, match=f"data_variance={variance}"):
         losses.GaussianNLL(data_variance=variance)
+
+
+# Adversarial losses against NumPy.
+
+
+def numpy_softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+@pytest.fixture
+def logits(rng):
+    return (
+        rng.normal(size=(4, 3, 3, 1)).astype("float32") * 2,
+        rng.normal(size=(4, 3, 3, 1)).astype("float32") * 2 - 0.5,
+    )
+
+
+def test_hinge_losses_match_numpy(logits):
+    real, fake = logits
+    expected = 0.5 * (np.maximum(0, 1 - real).mean() + np.maximum(0, 1 + fake).mean())
+    d_loss, g_loss = losses.adversarial_losses("hinge")
+    np.testing.assert_allclose(to_numpy(d_loss(real, fake)), expected, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(g_loss(fake)), -fake.mean(), rtol=1e-6)
+
+
+def test_non_saturating_losses_match_numpy(logits):
+    real, fake = logits
+    expected = 0.5 * (numpy_softplus(-real).mean() + numpy_softplus(fake).mean())
+    d_loss, g_loss = losses.adversarial_losses("non_saturating")
+    np.testing.assert_allclose(to_numpy(d_loss(real, fake)), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(g_loss(fake)), numpy_softplus(-fake).mean(), rtol=1e-6
+    )
+    # Binary cross-entropy of real against fake, as Keras computes it.
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    reference = 0.5 * (
+        to_numpy(bce(np.ones_like(real), real))
+        + to_numpy(bce(np.zeros_like(fake), fake))
+    )
+    np.testing.assert_allclose(to_numpy(d_loss(real, fake)), reference, rtol=1e-5)
+
+
+def test_generator_terms_are_zero_for_equal_logits(logits):
+    _, fake = logits
+    for name in losses.ADVERSARIAL_LOSSES:
+        _, g_loss = losses.adversarial_losses(name)
+        value = losses.generator_adversarial_terms(g_loss, fake, fake)
+        assert float(to_numpy(value)) == 0.0
+
+
+def test_lecam_regularization_matches_numpy(logits):
+    real, fake = logits
+    ema_real, ema_fake = 0.3, -0.2
+    expected = (np.maximum(0, real - ema_fake) ** 2).mean() + (
+        np.maximum(0, ema_real - fake) ** 2
+    ).mean()
+    value = losses.lecam_regularization(real, fake, ema_real, ema_fake)
+    np.testing.assert_allclose(to_numpy(value), expected, rtol=1e-6)
+
+
+def test_unknown_adversarial_loss_names_the_argument():
+    with pytest.raises(ValueError, match="disc_loss"):
+        losses.adversarial_losses("wasserstein")

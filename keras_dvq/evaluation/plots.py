@@ -20,10 +20,19 @@ from keras_dvq.utils.atomic import atomic_path
 DPI = 100
 # Loss terms are drawn on a log axis; the other metrics on their own axes.
 CURVE_PANELS = (
-    ("loss terms", ("recon_loss", "latent_loss"), "log"),
+    ("loss terms", ("recon_loss", "latent_loss", "perceptual_loss"), "log"),
     ("PSNR (dB)", ("psnr",), "linear"),
     ("perplexity", ("perplexity",), "linear"),
     ("codes used", ("cluster_use",), "linear"),
+)
+# Added for runs with a discriminator (those whose rows have `disc_loss`).
+ADVERSARIAL_PANELS = (
+    (
+        "adversarial losses and weight",
+        ("adv_loss", "disc_loss", "lecam_loss", "adv_weight"),
+        "linear",
+    ),
+    ("discriminator's mean logits", ("logits_real", "logits_fake"), "linear"),
 )
 
 
@@ -205,7 +214,9 @@ def codebook_usage_figure(counts, tokens_per_image=None, title=None):
 
 
 def training_curves_figure(rows, steps_per_epoch=1, title=None):
-    """Loss terms, PSNR, perplexity and codes used against training steps.
+    """Loss terms, PSNR, perplexity and codes used against training steps;
+    for runs with a discriminator also its losses, the adversarial weight
+    and its mean logits on real and reconstructed images.
 
     Args:
         rows: the epochs of a run, dicts of `metrics.csv` columns (`epoch`,
@@ -222,9 +233,13 @@ def training_curves_figure(rows, steps_per_epoch=1, title=None):
     ```
     """
     steps = np.array([(int(row["epoch"]) + 1) * steps_per_epoch for row in rows])
-    figure = Figure(figsize=(10, 6.4), dpi=DPI)
-    grid = figure.subplots(2, 2, squeeze=False).ravel()
-    for axes, (label, keys, scale) in zip(grid, CURVE_PANELS, strict=True):
+    panels = CURVE_PANELS
+    if _column(rows, "disc_loss") is not None:
+        panels = CURVE_PANELS + ADVERSARIAL_PANELS
+    columns = len(panels) // 2
+    figure = Figure(figsize=(5 * columns, 6.4), dpi=DPI)
+    grid = figure.subplots(2, columns, squeeze=False).ravel()
+    for axes, (label, keys, scale) in zip(grid, panels, strict=True):
         for key in keys:
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = _column(rows, prefix + key)

@@ -81,6 +81,8 @@ def export_tokenizer(
     ```
     """
     image_shape = _check_export_args(model, path, image_shape, max_image_size)
+    if hasattr(model, "as_vqvae"):  # the tokenizer alone, no discriminator
+        model = model.as_vqvae()
     if keras.backend.backend() == "tensorflow":
         # Written aside, then renamed: TF Serving never sees a partial version.
         with atomic.atomic_path(path) as temporary:

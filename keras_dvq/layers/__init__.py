@@ -1,3 +1,4 @@
+from keras_dvq.layers.discriminator import PatchDiscriminator
 from keras_dvq.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from keras_dvq.layers.gumbel_quantizer import GumbelQuantizer
 from keras_dvq.layers.lookup_free_quantizer import LookupFreeQuantizer
@@ -9,6 +10,7 @@ __all__ = [
     "FiniteScalarQuantizer",
     "GumbelQuantizer",
     "LookupFreeQuantizer",
+    "PatchDiscriminator",
     "Quantizer",
     "ResidualVectorQuantizer",
     "VectorQuantizer",

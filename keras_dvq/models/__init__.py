@@ -1,3 +1,4 @@
+from keras_dvq.models.adversarial import AdversarialVQVAE
 from keras_dvq.models.dalle import DalleDecoder
 from keras_dvq.models.dalle import DalleEncoder
 from keras_dvq.models.dalle import DalleResidualBlock
@@ -13,6 +14,7 @@ from keras_dvq.models.vqgan import VQGANResidualBlock
 from keras_dvq.models.vqvae import VQVAE
 
 __all__ = [
+    "AdversarialVQVAE",
     "TokenPrior",
     "VQVAE",
     "DalleDecoder",

@@ -22,7 +22,10 @@ from keras_dvq.callbacks.quantizer_schedules import ArgmaxCodesPhase
 from keras_dvq.callbacks.quantizer_schedules import KLWeightRamp
 from keras_dvq.callbacks.quantizer_schedules import TemperatureAnnealing
 from keras_dvq.data.datasets import load_dataset
+from keras_dvq.layers.discriminator import PatchDiscriminator
 from keras_dvq.models import VQVAE
+from keras_dvq.models.adversarial import DISC_BETAS
+from keras_dvq.models.adversarial import AdversarialVQVAE
 from keras_dvq.schedules import CosineAnnealing
 from keras_dvq.schedules import FinalPhase
 from keras_dvq.utils.errors import BadInput
@@ -110,11 +113,25 @@ MODEL_FLAGS = (
 )
 
 
+# The adversarial (VQGAN) settings, train.py's flags of the same names; a
+# run without a discriminator has `disc_weight` 0 (docs/vqgan.md).
+ADVERSARIAL_FLAGS = (
+    "disc_weight",
+    "disc_start",
+    "disc_loss",
+    "disc_layers",
+    "disc_ndf",
+    "disc_lr",
+    "lecam_weight",
+)
+
+
 HPARAM_KEYS = (
     MODEL_FLAGS
     + tuple(GUMBEL_DEFAULTS)
     + tuple(name for names in FLAVOR_OPTIONS.values() for name in names)
     + tuple(name for names in NETWORK_OPTIONS.values() for name in names)
+    + ADVERSARIAL_FLAGS
 )
 
 
@@ -152,19 +169,53 @@ def run_length(batches_per_pass, max_steps):
     return epochs, math.ceil(max_steps / epochs)
 
 
-def build_model(learning_rate=LEARNING_RATE, **flavor_kwargs):
-    """A compiled `VQVAE.from_flavors(**flavor_kwargs)`.
+def build_model(learning_rate=LEARNING_RATE, adversarial=None, **flavor_kwargs):
+    """A compiled `VQVAE.from_flavors(**flavor_kwargs)`, or with
+    `adversarial` an `AdversarialVQVAE` trained against a
+    `PatchDiscriminator`.
 
     The optimizer is the original's AdamW (weight decay 1e-4); a float
     `learning_rate` starts the original's cosine decay to 1.25e-6 over
     1,200,000 steps, a `LearningRateSchedule` is used as it is (see
     `learning_rate_schedule`).
+
+    Args:
+        learning_rate: float or schedule of the generator (the tokenizer).
+        adversarial: `None` or a dict of `ADVERSARIAL_FLAGS` values: the
+            discriminator's depth (`disc_layers`) and width (`disc_ndf`), its
+            Adam learning rate (`disc_lr`, betas 0.5 and 0.9) and the
+            `AdversarialVQVAE` arguments `disc_weight`, `disc_start`,
+            `disc_loss` and `lecam_weight`.
+        **flavor_kwargs: `VQVAE.from_flavors` arguments.
     """
-    model = VQVAE.from_flavors(**flavor_kwargs)
     schedule = learning_rate
     if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         schedule = CosineAnnealing(start_value=learning_rate)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
+    if not adversarial:
+        model = VQVAE.from_flavors(**flavor_kwargs)
+        model.compile(optimizer=optimizer)
+        return model
+    discriminator = PatchDiscriminator(
+        n_layers=adversarial["disc_layers"],
+        ndf=adversarial["disc_ndf"],
+        name="discriminator",
+    )
+    model = AdversarialVQVAE.from_flavors(
+        discriminator=discriminator,
+        disc_weight=adversarial["disc_weight"],
+        disc_start=adversarial["disc_start"],
+        disc_loss=adversarial["disc_loss"],
+        lecam_weight=adversarial["lecam_weight"],
+        **flavor_kwargs,
+    )
+    beta_1, beta_2 = DISC_BETAS
+    model.compile(
+        optimizer=optimizer,
+        discriminator_optimizer=keras.optimizers.Adam(
+            adversarial["disc_lr"], beta_1=beta_1, beta_2=beta_2
+        ),
+    )
     return model
 
 

@@ -3,9 +3,12 @@
 import dataclasses
 import inspect
 
+from keras_dvq.layers.discriminator import PatchDiscriminator
+from keras_dvq.losses import ADVERSARIAL_LOSSES
 from keras_dvq.models.flavors import ENCODER_DECODERS
 from keras_dvq.models.flavors import QUANTIZERS
 from keras_dvq.models.flavors import encoder_decoder_arguments
+from keras_dvq.training.builders import ADVERSARIAL_FLAGS
 from keras_dvq.training.builders import FLAVOR_OPTIONS
 from keras_dvq.training.builders import GUMBEL_DEFAULTS
 from keras_dvq.training.builders import LEARNING_RATE
@@ -129,6 +132,10 @@ class TrainingConfig:
             learning rate and the Gumbel flavor's hyperparameters.
         use_cosine_sim ... quantizer_dropout: quantizer options.
         ch ... norm_groups: the vqgan network's options (`VQGANEncoder`).
+        disc_weight ... lecam_weight: the adversarial training of
+            `AdversarialVQVAE` (docs/vqgan.md); `disc_weight` 0 (the
+            default) trains without a discriminator. `disc_lr` `None`: the
+            learning rate.
 
     Example:
 
@@ -186,6 +193,13 @@ class TrainingConfig:
     z_channels: int | None = None
     dropout: float | None = None
     norm_groups: int | None = None
+    disc_weight: float = 0.0
+    disc_start: int = 0
+    disc_loss: str = "hinge"
+    disc_layers: int = 3
+    disc_ndf: int = 64
+    disc_lr: float | None = None
+    lecam_weight: float = 0.0
 
     def __post_init__(self):
         # Old flavor names ("vqvae", "openai") become the new ones, with a
@@ -197,6 +211,11 @@ class TrainingConfig:
             )
         except ValueError as error:
             raise BadInput(str(error)) from error
+        if self.disc_loss not in ADVERSARIAL_LOSSES:
+            raise BadInput(
+                f"disc_loss must be one of {sorted(ADVERSARIAL_LOSSES)}, got "
+                f"{self.disc_loss!r}."
+            )
         if self.lr_decay not in LEARNING_RATE_DECAYS:
             raise BadInput(
                 f"lr_decay must be one of {sorted(LEARNING_RATE_DECAYS)}, got "
@@ -243,6 +262,35 @@ class TrainingConfig:
             self.network_options(),
         )
 
+    def adversarial_options(self):
+        """`None` without a discriminator (`disc_weight` 0), else the dict of
+        `ADVERSARIAL_FLAGS` values that `builders.build_model` takes, with
+        `disc_lr` resolved. `BadInput` for an adversarial setting without
+        `disc_weight` or a discriminator deeper than `image_size` allows."""
+        if not self.disc_weight:
+            defaults = {
+                field.name: field.default
+                for field in dataclasses.fields(self)
+                if field.name in ADVERSARIAL_FLAGS
+            }
+            for name in ADVERSARIAL_FLAGS:
+                if getattr(self, name) != defaults[name]:
+                    raise BadInput(
+                        f"--{name} applies with a discriminator only: set "
+                        "--disc_weight above 0."
+                    )
+            return None
+        discriminator = PatchDiscriminator(n_layers=self.disc_layers, ndf=self.disc_ndf)
+        size = self.image_size
+        try:
+            discriminator.check_image_shape((None, size, size, None))
+        except BadInput as error:
+            raise BadInput(f"--disc_layers {self.disc_layers}: {error}") from None
+        options = {name: getattr(self, name) for name in ADVERSARIAL_FLAGS}
+        if options["disc_lr"] is None:
+            options["disc_lr"] = self.recipe_hparams()["learning_rate"]
+        return options
+
     def run_record(self):
         """What defines the run, for run_config.json: the settings without
         `NOT_RUN_CONFIG` and unset flavor defaults, plus the hyperparameters
@@ -257,6 +305,11 @@ class TrainingConfig:
         }
         if self.network_width() is None:  # a width the network never saw
             del record["n_hid"]
+        if not self.disc_weight:  # as records of runs before these settings
+            for name in ADVERSARIAL_FLAGS:
+                record.pop(name)
+        elif self.disc_lr is None:
+            del record["disc_lr"]
         return {**record, **self.recipe_hparams()}
 
 

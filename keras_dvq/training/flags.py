@@ -169,7 +169,59 @@ def make_train_parser():
     )
     add_quantizer_flags(parser, unset)
     add_network_flags(parser, unset)
+    add_adversarial_flags(parser)
     return parser
+
+
+def add_adversarial_flags(parser):
+    """The flags of adversarial (VQGAN) training (docs/vqgan.md); off
+    unless --disc_weight is above 0."""
+    gan = parser.add_argument_group(
+        "adversarial training",
+        "a patch discriminator trained in the same step (AdversarialVQVAE); "
+        "--disc_weight 0 trains without one",
+    )
+    gan.add_argument(
+        "--disc_weight",
+        type=non_negative_float,
+        default=0.0,
+        help="fixed weight of the generator's adversarial loss",
+    )
+    gan.add_argument(
+        "--disc_start",
+        type=non_negative_int,
+        default=0,
+        metavar="STEP",
+        help="the discriminator trains and weighs in from this step on",
+    )
+    gan.add_argument(
+        "--disc_loss",
+        choices=["hinge", "non_saturating"],
+        default="hinge",
+    )
+    gan.add_argument(
+        "--disc_layers",
+        type=positive_int,
+        default=3,
+        help="strided convolutions of the discriminator (each halves the image; "
+        "image_size // 2**N must be at least 3)",
+    )
+    gan.add_argument(
+        "--disc_ndf", type=positive_int, default=64, help="discriminator base width"
+    )
+    gan.add_argument(
+        "--disc_lr",
+        type=positive_float,
+        default=None,
+        help="discriminator learning rate, Adam with betas 0.5, 0.9 (default: "
+        "--learning_rate's value)",
+    )
+    gan.add_argument(
+        "--lecam_weight",
+        type=non_negative_float,
+        default=0.0,
+        help="weight of LeCAM's regularizer of the discriminator",
+    )
 
 
 def levels_list(text):

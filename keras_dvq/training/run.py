@@ -86,6 +86,7 @@ def train_tokenizer(config, callbacks=()):
     config.recipe_hparams()
     config.quantizer_options()
     config.check_image_size()
+    config.adversarial_options()
     with run_directory.RunLock(config.out):
         remove_temporaries(config.out)
         remove_temporaries(os.path.join(config.out, "backup"))
@@ -193,6 +194,7 @@ def build_model(config, hparams, total_steps):
             enc_dec_kwargs=config.network_options(),
             seed_faithful=config.seed_faithful,
             image_size=config.image_size,
+            adversarial=config.adversarial_options(),
             **quantizer_kwargs,
         )
     except BadInput:

@@ -30,7 +30,9 @@ if keras.backend.backend() == "tensorflow" and not distribution.tf_config_worker
     distribution.split_cpu(2)
 
 from keras_dvq.callbacks.kmeans_init import KMeansInit  # noqa: E402
+from keras_dvq.layers import PatchDiscriminator  # noqa: E402
 from keras_dvq.models import VQVAE  # noqa: E402
+from keras_dvq.models import AdversarialVQVAE  # noqa: E402
 
 SIZES = {"num_embeddings": 16, "embedding_dim": 4}
 FLAVORS = {
@@ -52,10 +54,31 @@ FLAVORS = {
         "num_quantizers": 3,
         "dead_code_threshold": 0.0,
     },
+    # With a patch discriminator (AdversarialVQVAE), LeCAM's moving averages
+    # and both players' SGD.
+    "adversarial": {
+        **SIZES,
+        "use_ema": True,
+        "dead_code_threshold": 0.0,
+        "disc_weight": 1.0,
+        "lecam_weight": 0.1,
+        "disc_loss": "non_saturating",
+    },
 }
 
 
 def make_model(flavor, optimizer):
+    if flavor == "adversarial":
+        discriminator = PatchDiscriminator(n_layers=1, ndf=4, name="discriminator")
+        model = AdversarialVQVAE.from_flavors(
+            n_hid=8, discriminator=discriminator, **FLAVORS[flavor]
+        )
+        model.build((None, 16, 16, 3))
+        model.compile(
+            optimizer=optimizer,
+            discriminator_optimizer=optimizer.from_config(optimizer.get_config()),
+        )
+        return model
     model = VQVAE.from_flavors(n_hid=8, **FLAVORS[flavor])
     model.build((None, 16, 16, 3))
     # SGD: Adam's first step is about lr * sign(gradient), blind to the

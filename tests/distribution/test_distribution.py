@@ -51,7 +51,7 @@ def run_checks(jobs):
 # stages), gradient codebooks, FSQ's batch normalization, LFQ's global-batch
 # entropy, the Gumbel diversity term's global-batch average (a noise-free
 # step). Cosine codes and the rotation trick add none.
-EQUIVALENCE_FLAVORS = ["ema", "gradient", "fsq", "lfq", "rvq", "gumbel"]
+EQUIVALENCE_FLAVORS = ["ema", "gradient", "fsq", "lfq", "rvq", "gumbel", "adversarial"]
 # Scalars that only callbacks change.
 SCHEDULED = ("temperature", "kl_weight", "diversity_weight", "argmax_codes")
 REPLICA_CHECKS = [
@@ -97,7 +97,10 @@ def test_two_replicas_take_the_single_device_step(flavor, replica_results):
             continue  # e.g. biases before a ReLU with no active unit
         assert step > 0, name
         np.testing.assert_allclose(two, one, atol=1e-4 * step + 1e-7, err_msg=name)
-    for key in ("loss", "recon_loss", "latent_loss", "perplexity", "cluster_use"):
+    keys = ["loss", "recon_loss", "latent_loss", "perplexity", "cluster_use"]
+    if flavor == "adversarial":
+        keys += ["disc_loss", "adv_loss", "logits_real", "logits_fake", "lecam_loss"]
+    for key in keys:
         np.testing.assert_allclose(
             results[f"two_log/{key}"], results[f"one_log/{key}"], rtol=1e-5
         )

@@ -52,3 +52,22 @@ def test_prior_curves_are_in_bits_with_both_baselines():
     assert lines["unigram (validation)"].get_ydata()[0] == 3.5
     assert lines["log2 K"].get_ydata()[0] == 4.0
     assert figure.axes[0].get_ylabel() == "bits per token"
+
+
+def test_training_curves_add_the_discriminator_panels_for_adversarial_runs():
+    plain = [
+        {"epoch": str(e), "recon_loss": "0.5", "val_recon_loss": "0.6", "psnr": "20"}
+        for e in range(3)
+    ]
+    assert len(plots.training_curves_figure(plain, 10).axes) == 4
+    adversarial = [
+        {**row, "disc_loss": "1.0", "adv_loss": "0.1", "adv_weight": "0.1"}
+        | {"logits_real": "0.3", "logits_fake": "-0.2"}
+        for row in plain
+    ]
+    axes = plots.training_curves_figure(adversarial, 10).axes
+    assert len(axes) == 6
+    logits = next(a for a in axes if a.get_title() == "discriminator's mean logits")
+    assert [line.get_label() for line in logits.lines] == ["logits_real", "logits_fake"]
+    np.testing.assert_array_equal(logits.lines[1].get_ydata(), [-0.2] * 3)
+    np.testing.assert_array_equal(logits.lines[0].get_xdata(), [10, 20, 30])

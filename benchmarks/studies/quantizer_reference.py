@@ -1,7 +1,7 @@
 """FSQ, LFQ and VQ of vector-quantize-pytorch in the original's PyTorch loop.
 
     python -m benchmarks.studies.quantizer_reference --quantizer fsq|lfq|vq \\
-        [--steps 1500] [--seed 0] [--out DIR]
+        [--steps 1500] [--seed 0] [--threads N] [--out DIR]
 
 Is the gap between keras-dvq's FSQ/LFQ and its VQ on `sample` the method's, or
 ours? This trains the DeepMind encoder/decoder of `benchmarks.reference` (the
@@ -168,6 +168,8 @@ def train(args):
     import torch
 
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     quantizer, vocabulary_size = make_quantizer(
         args.quantizer, args.levels, args.codebook_size
     )
@@ -213,6 +215,7 @@ def train(args):
                 "learning_rate",
                 "levels",
                 "codebook_size",
+                "threads",
             )
         },
         "library_version": library_version(),
@@ -270,6 +273,12 @@ def parse_args(argv):
         type=cli.positive_int,
         default=STEPS_PER_EPOCH,
         help="steps between validation PSNRs",
+    )
+    parser.add_argument(
+        "--threads",
+        type=cli.positive_int,
+        help="PyTorch's intra-op threads (default: its own choice); on a "
+        "shared machine 1 can be several times faster",
     )
     parser.add_argument("--out", help="directory for result.json")
     return parser.parse_args(argv)

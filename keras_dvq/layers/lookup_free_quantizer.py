@@ -41,8 +41,7 @@ class LookupFreeQuantizer(Quantizer):
 
     With `normalize_features=True` each position's input features are
     standardized over their channels, without a learned scale or offset,
-    before the projection (`feature_normalization`), as MAGVIT-v2's
-    reference code normalizes the encoder's output: an encoder ending in a
+    before the projection (`feature_normalization`): an encoder ending in a
     ReLU otherwise gives the projection non-negative inputs, which bias the
     signs.
 

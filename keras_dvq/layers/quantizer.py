@@ -241,11 +241,11 @@ def feature_normalization():
     channels, `(x - mean(x)) / sqrt(var(x) + 1e-5)`, without a learned scale
     or offset (a `LayerNormalization` with `center=False, scale=False`).
 
-    It runs before the projection, as in the FSQ and MAGVIT-v2 reference
-    code, so that the projection sees unit-scale inputs whatever the
-    encoder's last layer (the DeepMind encoder's ends in a ReLU: its
-    features are small and non-negative). It has no weights and behaves the
-    same in training and inference; it runs in float32.
+    It runs before the projection, so that the projection sees centred,
+    unit-scale inputs whatever the encoder's last layer (the DeepMind
+    encoder's ends in a ReLU: its features are small and non-negative). It
+    has no weights and behaves the same in training and inference; it runs
+    in float32.
     """
     return keras.layers.LayerNormalization(
         center=False,

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import feature_normalization
 
 # Keeps the bounded values strictly inside the outer levels' rounding range.
 BOUND_EPSILON = 1e-3
@@ -39,6 +40,13 @@ class FiniteScalarQuantizer(Quantizer):
     gradient vanishes (195 of 1,000 codes after 1,500 steps;
     docs/quantizers.md).
 
+    With `normalize_features=True` each position's input features are
+    standardized over their channels, without a learned scale or offset,
+    before the projection (`feature_normalization`). It is independent of
+    `normalize_latents`; on `sample`, feature normalization without the
+    BatchNorm gave 1.25 dB more with a quarter of the codes in use
+    (docs/quantizers.md).
+
     Quantization runs in float32 under any dtype policy (bfloat16 cannot hold
     every level of a large `L` exactly).
 
@@ -48,6 +56,9 @@ class FiniteScalarQuantizer(Quantizer):
             codes.
         normalize_latents: bool. Batch-normalize the latents (no scale or
             offset) before the bound. Defaults to `True`.
+        normalize_features: bool. Standardize each position's features over
+            their channels (no scale or offset) before the projection.
+            Defaults to `False`.
         use_projection: bool. Whether a 1x1 (dense) layer maps the inputs to
             `len(levels)` numbers. Defaults to `True`.
         seed: int or `None`. Unused (FSQ draws nothing); kept for the common
@@ -85,6 +96,7 @@ class FiniteScalarQuantizer(Quantizer):
         normalize_latents=True,
         use_projection=True,
         seed=None,
+        normalize_features=False,
         **kwargs,
     ):
         levels = _check_levels(levels)
@@ -97,6 +109,9 @@ class FiniteScalarQuantizer(Quantizer):
         )
         self.levels = levels
         self.normalize_latents = bool(normalize_latents)
+        self.normalize_features = bool(normalize_features)
+        if self.normalize_features:
+            self.feature_normalization = feature_normalization()
         if self.normalize_latents:
             self.normalization = keras.layers.BatchNormalization(
                 center=False,
@@ -122,10 +137,14 @@ class FiniteScalarQuantizer(Quantizer):
 
     def build(self, input_shape):
         super().build(input_shape)
+        if self.normalize_features:
+            self.feature_normalization.build(input_shape)
         if self.normalize_latents:
             self.normalization.build(tuple(input_shape[:-1]) + (len(self.levels),))
 
     def project(self, inputs, training=False):
+        if self.normalize_features:
+            inputs = self.feature_normalization(inputs)
         latents = super().project(inputs)
         if self.normalize_latents:
             latents = self.normalization(latents, training=training)
@@ -169,7 +188,11 @@ class FiniteScalarQuantizer(Quantizer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"levels": self.levels, "normalize_latents": self.normalize_latents}
+            {
+                "levels": self.levels,
+                "normalize_latents": self.normalize_latents,
+                "normalize_features": self.normalize_features,
+            }
         )
         return config
 

@@ -4,6 +4,7 @@ from keras import ops
 
 from keras_dvq import distribution
 from keras_dvq.layers.quantizer import Quantizer
+from keras_dvq.layers.quantizer import feature_normalization
 from keras_dvq.ops.code_statistics import entropy
 from keras_dvq.utils.validation import check_non_negative
 from keras_dvq.utils.validation import check_positive
@@ -38,6 +39,12 @@ class LookupFreeQuantizer(Quantizer):
     `(positions, 2 ** codebook_bits)` table, hence `codebook_bits <= 16`.
     Everything runs in float32 under any dtype policy.
 
+    With `normalize_features=True` each position's input features are
+    standardized over their channels, without a learned scale or offset,
+    before the projection (`feature_normalization`): an encoder ending in a
+    ReLU otherwise gives the projection non-negative inputs, which bias the
+    signs.
+
     Args:
         codebook_bits: int in [1, 16]. Bits per token; `2 ** codebook_bits`
             codes. Defaults to `10`.
@@ -52,6 +59,9 @@ class LookupFreeQuantizer(Quantizer):
         use_projection: bool. Whether a 1x1 (dense) layer maps the inputs to
             `codebook_bits` numbers. Defaults to `True`.
         seed: int or `None`. Unused (LFQ draws nothing).
+        normalize_features: bool. Standardize each position's features over
+            their channels (no scale or offset) before the projection.
+            Defaults to `False`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -86,6 +96,7 @@ class LookupFreeQuantizer(Quantizer):
         inverse_temperature=100.0,
         use_projection=True,
         seed=None,
+        normalize_features=False,
         **kwargs,
     ):
         if (
@@ -115,6 +126,19 @@ class LookupFreeQuantizer(Quantizer):
             "inverse_temperature", inverse_temperature
         )
         self._bit_values = 2 ** np.arange(codebook_bits, dtype="int32")
+        self.normalize_features = bool(normalize_features)
+        if self.normalize_features:
+            self.feature_normalization = feature_normalization()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.normalize_features:
+            self.feature_normalization.build(input_shape)
+
+    def project(self, inputs, training=False):
+        if self.normalize_features:
+            inputs = self.feature_normalization(inputs)
+        return super().project(inputs)
 
     def quantize_latents(self, latents, training=False):
         signs = ops.where(latents > 0, 1.0, -1.0)
@@ -158,6 +182,7 @@ class LookupFreeQuantizer(Quantizer):
                 "diversity_gamma": self.diversity_gamma,
                 "commitment_cost": self.commitment_cost,
                 "inverse_temperature": self.inverse_temperature,
+                "normalize_features": self.normalize_features,
             }
         )
         return config

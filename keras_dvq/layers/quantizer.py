@@ -228,3 +228,29 @@ def first_maximum(scores):
     if keras.backend.backend() == "tensorflow":
         return ops.cast(ops.top_k(scores, k=1)[1][..., 0], "int32")
     return ops.cast(ops.argmax(scores, axis=-1), "int32")
+
+
+# Keras' 1e-3 would dominate the variance of features as small as an encoder's
+# at initialization.
+FEATURE_NORMALIZATION_EPSILON = 1e-5
+
+
+def feature_normalization():
+    """The `normalize_features` step of `FiniteScalarQuantizer` and
+    `LookupFreeQuantizer`: each position's features standardized over their
+    channels, `(x - mean(x)) / sqrt(var(x) + 1e-5)`, without a learned scale
+    or offset (a `LayerNormalization` with `center=False, scale=False`).
+
+    It runs before the projection, so that the projection sees centred,
+    unit-scale inputs whatever the encoder's last layer (the DeepMind
+    encoder's ends in a ReLU: its features are small and non-negative). It
+    has no weights and behaves the same in training and inference; it runs
+    in float32.
+    """
+    return keras.layers.LayerNormalization(
+        center=False,
+        scale=False,
+        epsilon=FEATURE_NORMALIZATION_EPSILON,
+        dtype="float32",
+        name="feature_normalization",
+    )

@@ -76,11 +76,12 @@ GUMBEL_DEFAULTS = {
 }
 
 
-# The arguments of one quantizer flavor each (None: the quantizer's default).
+# The arguments of one quantizer flavor each (None: the quantizer's default);
+# an argument may belong to several flavors.
 FLAVOR_OPTIONS = {
     "vq": ("use_cosine_sim", "rotation_trick"),
-    "fsq": ("levels",),
-    "lfq": ("codebook_bits", "entropy_loss_weight"),
+    "fsq": ("levels", "normalize_latents", "normalize_features"),
+    "lfq": ("codebook_bits", "entropy_loss_weight", "normalize_features"),
     "rvq": ("num_quantizers", "quantizer_dropout"),
 }
 # The arguments of one encoder/decoder flavor each (None: the network's
@@ -126,12 +127,14 @@ ADVERSARIAL_FLAGS = (
 )
 
 
-HPARAM_KEYS = (
-    MODEL_FLAGS
-    + tuple(GUMBEL_DEFAULTS)
-    + tuple(name for names in FLAVOR_OPTIONS.values() for name in names)
-    + tuple(name for names in NETWORK_OPTIONS.values() for name in names)
-    + ADVERSARIAL_FLAGS
+HPARAM_KEYS = tuple(
+    dict.fromkeys(  # once each, in order: flavors share some options
+        MODEL_FLAGS
+        + tuple(GUMBEL_DEFAULTS)
+        + tuple(name for names in FLAVOR_OPTIONS.values() for name in names)
+        + tuple(name for names in NETWORK_OPTIONS.values() for name in names)
+        + ADVERSARIAL_FLAGS
+    )
 )
 
 

@@ -70,13 +70,13 @@ def flavor_options(config, table, argument):
     another flavor."""
     chosen = getattr(config, argument)
     options = {}
-    for flavor, names in table.items():
-        for name in names:
-            if getattr(config, name) is None:
-                continue
-            if flavor != chosen:
-                raise BadInput(f"--{name} applies to --{argument} {flavor} only.")
-            options[name] = getattr(config, name)
+    for name in dict.fromkeys(name for names in table.values() for name in names):
+        if getattr(config, name) is None:
+            continue
+        if name not in table.get(chosen, ()):
+            flavors = " or ".join(flavor for flavor in table if name in table[flavor])
+            raise BadInput(f"--{name} applies to --{argument} {flavors} only.")
+        options[name] = getattr(config, name)
     return options
 
 
@@ -182,6 +182,8 @@ class TrainingConfig:
     use_cosine_sim: bool | None = None
     rotation_trick: bool | None = None
     levels: tuple | None = None
+    normalize_latents: bool | None = None
+    normalize_features: bool | None = None
     codebook_bits: int | None = None
     entropy_loss_weight: float | None = None
     num_quantizers: int | None = None

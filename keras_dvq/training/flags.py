@@ -310,6 +310,22 @@ def add_quantizer_flags(parser, unset):
         default=unset,
         help="levels per latent dimension (default: 8,5,5,5, 1,000 codes)",
     )
+    fsq.add_argument(
+        "--normalize_latents",
+        action=argparse.BooleanOptionalAction,
+        default=unset,
+        help="batch-normalize the latents (no scale or offset) before the "
+        "bound (default: True)",
+    )
+    both = parser.add_argument_group("fsq and lfq flavors")
+    both.add_argument(
+        "--normalize_features",
+        action="store_const",
+        const=True,
+        default=unset,
+        help="standardize each position's features (no scale or offset) "
+        "before the projection",
+    )
     lfq = parser.add_argument_group("lfq flavor")
     lfq.add_argument(
         "--codebook_bits", type=positive_int, default=unset, help="default: 10"
@@ -364,7 +380,15 @@ def parse_train_config(argv):
 
 
 # Keys of a --hparams file that hold true/false, or lists (comma lists as flags).
-BOOLEAN_KEYS = ("straight_through", "use_cosine_sim", "rotation_trick")
+BOOLEAN_KEYS = (
+    "straight_through",
+    "use_cosine_sim",
+    "rotation_trick",
+    "normalize_latents",
+    "normalize_features",
+)
+# Those with a --no- flag (on by default, or a choice either way).
+NEGATABLE_KEYS = ("straight_through", "normalize_latents")
 LIST_KEYS = ("levels", "ch_mult", "attn_levels")
 
 
@@ -386,8 +410,8 @@ def hparams_argv(path):
         if key in BOOLEAN_KEYS:
             if not isinstance(value, bool):
                 raise ValueError(f"{key!r} must be true or false, got {value!r}")
-            if key == "straight_through":
-                words.append("--straight_through" if value else "--no-straight_through")
+            if key in NEGATABLE_KEYS:
+                words.append(f"--{key}" if value else f"--no-{key}")
             elif value:  # the quantizer's options are off unless given
                 words.append(f"--{key}")
         elif key in LIST_KEYS and isinstance(value, list):

@@ -131,6 +131,52 @@ def test_without_normalization_small_latents_all_round_to_the_centre(rng):
     assert not hasattr(quantizer, "normalization")
 
 
+def numpy_feature_normalization(x, epsilon=1e-5):
+    """Each row standardized over its channels, no scale or offset."""
+    x = x.astype("float64")
+    mean = x.mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
+
+
+def test_features_are_standardized_before_the_projection(rng):
+    levels = (8, 5)
+    quantizer = FiniteScalarQuantizer(
+        levels=levels, normalize_latents=False, normalize_features=True
+    )
+    quantizer.build((None, 6))
+    kernel = rng.normal(size=(6, 2)).astype("float32")
+    bias = np.array([0.1, -0.2], "float32")
+    quantizer.projection.kernel.assign(kernel)
+    quantizer.projection.bias.assign(bias)
+    # Small non-negative features, as a ReLU encoder's at initialization;
+    # one position of zeros stays zeros (no division by zero).
+    x = np.abs(rng.normal(scale=0.02, size=(50, 6))).astype("float32")
+    x[0] = 0.0
+    latents = numpy_feature_normalization(x) @ kernel + bias
+    for training in (True, False):  # stateless: the same in both
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(quantizer.project(x, training=training)),
+            latents,
+            atol=1e-4,
+        )
+    quantized, _ = quantizer(x, training=True)
+    expected = np.round(numpy_bound(latents, levels)) / (np.array(levels) // 2)
+    np.testing.assert_allclose(ops.convert_to_numpy(quantized), expected, atol=1e-6)
+    # No weights: a file saved without the normalization has the same ones.
+    assert len(quantizer.weights) == 2
+
+
+def test_feature_normalization_is_in_the_config_and_off_for_old_ones():
+    quantizer = FiniteScalarQuantizer(normalize_features=True)
+    config = quantizer.get_config()
+    assert config["normalize_features"] is True
+    assert FiniteScalarQuantizer.from_config(config).normalize_features
+    del config["normalize_features"]  # a file saved before the option
+    old = FiniteScalarQuantizer.from_config(config)
+    assert not old.normalize_features
+    assert not hasattr(old, "feature_normalization")
+
+
 @pytest.mark.parametrize(
     "levels, message",
     [

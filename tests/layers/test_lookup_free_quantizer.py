@@ -55,6 +55,30 @@ def test_every_id_maps_to_its_sign_pattern_and_back():
     )
 
 
+def test_features_are_standardized_before_the_projection(rng):
+    quantizer = LookupFreeQuantizer(codebook_bits=3, normalize_features=True)
+    quantizer.build((None, 5))
+    kernel = rng.normal(size=(5, 3)).astype("float32")
+    quantizer.projection.kernel.assign(kernel)
+    quantizer.projection.bias.assign(np.zeros(3, "float32"))
+    # Non-negative features (a ReLU encoder's) with a common offset: without
+    # the normalization the offset pushes every position's signs one way.
+    x = (1.0 + np.abs(rng.normal(scale=0.1, size=(200, 5)))).astype("float32")
+    centred = x.astype("float64") - x.mean(axis=-1, keepdims=True)
+    standardized = centred / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+    latents = standardized @ kernel
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.project(x)), latents, atol=1e-4
+    )
+    tokens = ops.convert_to_numpy(quantizer.tokenize(x))
+    np.testing.assert_array_equal(tokens, (latents > 0) @ np.array([1, 2, 4]))
+    assert len(quantizer.weights) == 2  # the projection's only
+    config = quantizer.get_config()
+    assert LookupFreeQuantizer.from_config(config).normalize_features
+    del config["normalize_features"]  # a file saved before the option
+    assert not LookupFreeQuantizer.from_config(config).normalize_features
+
+
 @pytest.mark.parametrize("inverse_temperature", [0.5, 3.0, 100.0])
 def test_entropy_terms_match_numpy(inverse_temperature, rng):
     quantizer = identity_lfq(4, inverse_temperature=inverse_temperature)

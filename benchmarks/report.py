@@ -111,12 +111,12 @@ def format_table(report):
             if name in LARGE or r.get("image_size", 32) != 32:
                 name += f" ({r['image_size']} px, batch {r['batch_size']})"
             lines.append(
-                f"| {backend} | {name} | {r['train_images_per_s']:,.0f} "
-                f"| {r['reference_images_per_s']:,.0f} "
+                f"| {backend} | {name} | {_rate(r['train_images_per_s'])} "
+                f"| {_rate(r['reference_images_per_s'])} "
                 f"| {r['train_over_reference']:.2f}x "
                 f"| {r['identity_over_reference']:.2f}x "
                 f"| {100 * r['quantizer_overhead']:+.1f}% "
-                f"| {r['encode_images_per_s']:,.0f} "
+                f"| {_rate(r['encode_images_per_s'])} "
                 f"| {r['encode_over_train']:.1f}x | {ratio} "
                 f"| {r['peak_memory_mb']:,.0f} | {r['host_round_trips']['per_step']} |"
             )
@@ -170,6 +170,13 @@ def format_table(report):
         f"after {_load(load.get('load_average_after', []))}"
     )
     return "\n".join(lines)
+
+
+def _rate(images_per_s):
+    """Images/s to three significant digits, at least its integer part."""
+    if images_per_s >= 100:
+        return f"{images_per_s:,.0f}"
+    return f"{images_per_s:.3g}"
 
 
 def _load(values):

@@ -82,6 +82,11 @@ def test_table_rows_show_the_ratios_of_each_model():
     ) in table
     assert "| jax | deepmind_k8192_64 (64 px, batch 32) |" in table
     assert "| jax | vqgan (128 px, batch 8) |" in table
+    slow = model_row(train_images_per_s=2.216, reference_images_per_s=0.3231)
+    slow_table = format_table(report({"tf": {"vqgan": slow}}))
+    slow_row = next(line for line in slow_table.splitlines() if "| tf |" in line)
+    # Below 100 images/s, three significant digits instead of "2" and "0".
+    assert slow_row.startswith("| tf | vqgan | 2.22 | 0.323 |"), slow_row
     assert "| jax | dalle | error: exit 1: boom |" in table
     assert "input pipeline (`sample` at 32 px, tf.data): 500 images/s" in table
     assert "load average before 1.00/2.00/3.00, after 0.50/0.25/0.12" in table

@@ -296,6 +296,14 @@ def load_lpips(vgg_weights=None, lpips_weights=None, preprocessing=None):
     lpips((images, reconstructions))
     ```
     """
+    # A file the user named and that is not there says so first, whatever
+    # else is missing (the lpips package may or may not be installed).
+    for flag, path in (
+        ("--vgg_weights", vgg_weights),
+        ("--lpips_weights", lpips_weights),
+    ):
+        if path is not None and not os.path.isfile(path):
+            raise BadInput(f"{flag} {path}: not found; {HOW_TO_GET_WEIGHTS}.")
     vgg_weights = vgg_weights or cached_keras_vgg16()
     lpips_weights = lpips_weights or installed_lpips_heads()
     if vgg_weights is None or lpips_weights is None:

@@ -249,13 +249,20 @@ def test_npz_heads_and_keras_backbone_files(model, pair, tmp_path):
 
 def test_missing_and_wrong_weights_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached Keras VGG16
+    (tmp_path / "heads.pth").write_bytes(b"heads")
+    (tmp_path / "vgg.h5").write_bytes(b"vgg")
     with pytest.raises(BadInput, match="VGG16 weights missing.*--vgg_weights FILE"):
         lpips_module.load_lpips(None, str(tmp_path / "heads.pth"))
     with pytest.raises(BadInput, match="--vgg_weights .*nope.pth: not found"):
         lpips_module.load_lpips(str(tmp_path / "nope.pth"), str(tmp_path / "h.npz"))
+    with pytest.raises(BadInput, match="--lpips_weights .*h.npz: not found"):
+        lpips_module.load_lpips(str(tmp_path / "vgg.h5"), str(tmp_path / "h.npz"))
     monkeypatch.setattr(lpips_module, "installed_lpips_heads", lambda: None)
     with pytest.raises(BadInput, match="LPIPS heads missing.*--lpips_weights FILE"):
         lpips_module.load_lpips(str(tmp_path / "vgg.h5"))
+    # Without the lpips package too, a named file that is not there says so.
+    with pytest.raises(BadInput, match="--vgg_weights .*nope.pth: not found"):
+        lpips_module.load_lpips(str(tmp_path / "nope.pth"))
     wrong = tmp_path / "wrong.h5"
     wrong.write_bytes(b"not hdf5")
     heads = tmp_path / "heads.npz"

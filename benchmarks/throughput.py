@@ -6,7 +6,6 @@ quantizer's overhead is a ratio from one run; the PyTorch reference loop runs
 in the same rounds, so that every figure is also a ratio to it.
 """
 
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ from benchmarks.report import window_ratios
 from benchmarks.run import ROOT
 from keras_dvq.layers import Quantizer
 from keras_dvq.models import VQVAE
-from keras_dvq.training.builders import NETWORK_OPTIONS
+from keras_dvq.training.flags import parse_train_config
 
 
 class IdentityBottleneck(Quantizer):
@@ -66,12 +65,12 @@ class IdentityBottleneck(Quantizer):
 
 def vqgan_recipe(name="vqgan"):
     """`recipes/vqgan-small.json`'s network options, codebook size (or
-    `VQGAN_CODEBOOKS[name]`'s) and dimension."""
-    with open(os.path.join(ROOT, VQGAN_RECIPE)) as file:
-        recipe = json.load(file)
-    network = {key: recipe[key] for key in NETWORK_OPTIONS["vqgan"] if key in recipe}
-    codes = VQGAN_CODEBOOKS[name] or recipe["num_embeddings"]
-    return network, codes, recipe["embedding_dim"]
+    `VQGAN_CODEBOOKS[name]`'s) and dimension, read as `train.py --hparams`
+    reads it."""
+    recipe = os.path.join(ROOT, VQGAN_RECIPE)
+    config = parse_train_config(["--hparams", recipe, "--out", "unused"])
+    codes = VQGAN_CODEBOOKS[name] or config.num_embeddings
+    return config.network_options(), codes, config.embedding_dim
 
 
 def model_arguments(name, config):

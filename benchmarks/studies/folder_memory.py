@@ -22,7 +22,6 @@ import resource
 import tempfile
 import time
 
-import keras
 import numpy as np
 
 from keras_dvq.utils import cli
@@ -53,24 +52,13 @@ def write_folder(directory, count, seed=0):
         crop.save(os.path.join(directory, f"{index:05d}.jpg"), quality=90)
 
 
-class FirstStep(keras.callbacks.Callback):
-    """Records `time.perf_counter()` at the end of the first training step."""
-
-    def __init__(self):
-        super().__init__()
-        self.time = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.time is None:
-            self.time = time.perf_counter()
-
-
 def measure(args):
+    from benchmarks.throughput import StepTimer
     from keras_dvq.training import TrainingConfig
     from keras_dvq.training import train_tokenizer
 
     files = sum(len(names) for _, _, names in os.walk(args.directory))
-    first = FirstStep()
+    timer = StepTimer()  # the end of each training step
     with tempfile.TemporaryDirectory() as out:
         config = TrainingConfig(
             out=os.path.join(out, "run"),
@@ -80,12 +68,12 @@ def measure(args):
             max_steps=args.steps,
         )
         start = time.perf_counter()
-        train_tokenizer(config, callbacks=[first])
+        train_tokenizer(config, callbacks=[timer])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(
         f"{files} files at {args.image_size} px: peak RSS {peak:,.0f} MB, "
-        f"first step after {first.time - start:.1f} s, load {load}"
+        f"first step after {timer.times[0] - start:.1f} s, load {load}"
     )
 
 

@@ -487,6 +487,14 @@ def test_tfds_images_of_another_size_are_cropped_not_squashed(monkeypatch):
 
 def test_tfds_default_shuffle_buffer_holds_at_most_a_gib(monkeypatch):
     fake_tfds(monkeypatch, PreparedBuilder(30_000))
+    buffers = recorded_shuffle_buffers(monkeypatch)
+    load_dataset("fake", "train", 16, 256)  # not iterated: 1 GiB of images
+    load_dataset("fake", "train", 16, 128)
+    assert buffers == [2**30 // (3 * 256 * 256), 10_000]
+
+
+def recorded_shuffle_buffers(monkeypatch):
+    """The list every later `Dataset.shuffle` call appends its buffer to."""
     buffers = []
     shuffle = tf.data.Dataset.shuffle
 
@@ -495,9 +503,7 @@ def test_tfds_default_shuffle_buffer_holds_at_most_a_gib(monkeypatch):
         return shuffle(dataset, buffer_size, *args, **kwargs)
 
     monkeypatch.setattr(tf.data.Dataset, "shuffle", recording_shuffle)
-    load_dataset("fake", "train", 16, 256)  # not iterated: 1 GiB of images
-    load_dataset("fake", "train", 16, 128)
-    assert buffers == [2**30 // (3 * 256 * 256), 10_000]
+    return buffers
 
 
 @pytest.mark.parametrize(
@@ -507,14 +513,7 @@ def test_tfds_default_shuffle_buffer_holds_at_most_a_gib(monkeypatch):
 )
 def test_tfds_shuffle_buffer_is_bounded(monkeypatch, size, shuffle_buffer, expected):
     fake_tfds(monkeypatch, PreparedBuilder(size))
-    buffers = []
-    shuffle = tf.data.Dataset.shuffle
-
-    def recording_shuffle(dataset, buffer_size, *args, **kwargs):
-        buffers.append(buffer_size)
-        return shuffle(dataset, buffer_size, *args, **kwargs)
-
-    monkeypatch.setattr(tf.data.Dataset, "shuffle", recording_shuffle)
+    buffers = recorded_shuffle_buffers(monkeypatch)
     dataset = load_dataset("fake", "train", 16, 8, shuffle_buffer=shuffle_buffer)
     assert buffers == [expected]
     assert np.asarray(next(iter(dataset))).shape == (16, 8, 8, 3)

@@ -1,7 +1,7 @@
 """FSQ, LFQ and VQ of vector-quantize-pytorch in the original's PyTorch loop.
 
     python -m benchmarks.studies.quantizer_reference --quantizer fsq|lfq|vq \\
-        [--steps 1500] [--seed 0] [--threads N] [--out DIR]
+        [--steps 1500] [--seed 0] [--normalize_inputs] [--threads N] [--out DIR]
 
 Is the gap between keras-dvq's FSQ/LFQ and its VQ on `sample` the method's, or
 ours? This trains the DeepMind encoder/decoder of `benchmarks.reference` (the
@@ -91,25 +91,33 @@ def make_quantizer(name, levels=(8, 5, 5, 5), codebook_size=1024):
     raise BadInput(f"--quantizer: expected one of {QUANTIZERS}, got {name!r}")
 
 
-def quantized_model(quantizer, n_hid=64):
+def quantized_model(quantizer, n_hid=64, normalize_inputs=False):
     """`benchmarks.reference`'s model with `quantizer` in place of its VQ
     layer; `model(x)` on NCHW images in [-0.5, 0.5] returns the
-    reconstruction, the auxiliary loss and the `(N, h, w)` token ids."""
+    reconstruction, the auxiliary loss and the `(N, h, w)` token ids.
+    `normalize_inputs` standardizes each position's 64 numbers (a layer norm
+    without scale or offset) before the quantizer projects them in, as
+    `--normalize_features` does in keras-dvq."""
     import torch
     from torch import nn
 
     base = reference_model(n_hid=n_hid, embedding_dim=EMBEDDING_DIM)
+    normalize = nn.Identity()
+    if normalize_inputs:
+        normalize = nn.LayerNorm(EMBEDDING_DIM, elementwise_affine=False)
 
     class QuantizedReference(nn.Module):
         def __init__(self):
             super().__init__()
             self.encoder = base.encoder
             self.projection = base.projection
+            self.normalize = normalize
             self.quantizer = quantizer
             self.decoder = base.decoder
 
         def forward(self, x):
             z_e = self.projection(self.encoder(x)).permute(0, 2, 3, 1)
+            z_e = self.normalize(z_e)
             batch, height, width, channels = z_e.shape
             out = self.quantizer(z_e.reshape(batch, height * width, channels))
             quantized, tokens = out[0], out[1]
@@ -173,7 +181,9 @@ def train(args):
     quantizer, vocabulary_size = make_quantizer(
         args.quantizer, args.levels, args.codebook_size
     )
-    model = quantized_model(quantizer, n_hid=args.n_hid)
+    model = quantized_model(
+        quantizer, n_hid=args.n_hid, normalize_inputs=args.normalize_inputs
+    )
     optimizer = optimizer_of(model, args.learning_rate)
     data = load_dataset("sample", "train", args.batch_size, seed=args.seed)
     batches = iter(data.repeat())
@@ -215,6 +225,7 @@ def train(args):
                 "learning_rate",
                 "levels",
                 "codebook_size",
+                "normalize_inputs",
                 "threads",
             )
         },
@@ -267,6 +278,12 @@ def parse_args(argv):
         type=power_of_two,
         default=1024,
         help="codes of lfq and vq (a power of 2)",
+    )
+    parser.add_argument(
+        "--normalize_inputs",
+        action="store_true",
+        help="standardize each position's numbers (no scale or offset) before "
+        "the quantizer, as --normalize_features does in train.py",
     )
     parser.add_argument(
         "--eval_every",

@@ -82,3 +82,28 @@ def test_a_short_run_writes_the_yardstick(tmp_path, monkeypatch):
     assert np.isfinite(validation["psnr"]) and validation["psnr"] > 0
     assert result["validation"]["psnr"] == result["epochs"][-1]["val_psnr"]
     assert result["settings"]["steps"] == 3
+
+
+@pytest.mark.parametrize("normalize_inputs", [False, True])
+def test_normalized_inputs_reach_the_quantizer_standardized(normalize_inputs):
+    torch = pytest.importorskip("torch")
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, z):
+            seen.append(z.detach().numpy())
+            return z, torch.zeros(z.shape[:2], dtype=torch.long)
+
+    model = quantizer_reference.quantized_model(
+        Recorder(), n_hid=8, normalize_inputs=normalize_inputs
+    )
+    x = torch.as_tensor(np.random.RandomState(0).rand(2, 3, 32, 32) - 0.5).float()
+    x_hat, aux_loss, tokens = model(x)
+    assert tuple(x_hat.shape) == (2, 3, 32, 32) and float(aux_loss) == 0.0
+    (z,) = seen
+    assert z.shape == (2, 64, quantizer_reference.EMBEDDING_DIM)
+    mean, std = z.mean(axis=-1), z.std(axis=-1)
+    standardized = np.allclose(mean, 0, atol=1e-5) and np.allclose(std, 1, atol=1e-3)
+    assert standardized == normalize_inputs
+    parameters = dict(model.named_parameters())
+    assert not any(name.startswith("normalize") for name in parameters)

@@ -276,6 +276,28 @@ def cached_keras_vgg16():
     return path if os.path.isfile(path) else None
 
 
+def lpips_weight_files(vgg_weights=None, lpips_weights=None):
+    """The backbone's and the heads' weight files `load_lpips` would read,
+    defaults resolved, or a one-line `BadInput` saying how to supply them;
+    nothing is loaded (a script checks its flags before its data)."""
+    # A file the user named and that is not there says so first, whatever
+    # else is missing (the lpips package may or may not be installed).
+    for flag, path in (
+        ("--vgg_weights", vgg_weights),
+        ("--lpips_weights", lpips_weights),
+    ):
+        if path is not None and not os.path.isfile(path):
+            raise BadInput(f"{flag} {path}: not found; {HOW_TO_GET_WEIGHTS}.")
+    vgg_weights = vgg_weights or cached_keras_vgg16()
+    lpips_weights = lpips_weights or installed_lpips_heads()
+    if vgg_weights is None or lpips_weights is None:
+        missing = "VGG16 weights" if vgg_weights is None else "LPIPS heads"
+        raise BadInput(
+            f"LPIPS needs trained weights ({missing} missing): {HOW_TO_GET_WEIGHTS}."
+        )
+    return str(vgg_weights), str(lpips_weights)
+
+
 def load_lpips(vgg_weights=None, lpips_weights=None, preprocessing=None):
     """A frozen `LPIPS` with trained weights, or a one-line `BadInput`
     saying how to supply them.
@@ -296,21 +318,7 @@ def load_lpips(vgg_weights=None, lpips_weights=None, preprocessing=None):
     lpips((images, reconstructions))
     ```
     """
-    # A file the user named and that is not there says so first, whatever
-    # else is missing (the lpips package may or may not be installed).
-    for flag, path in (
-        ("--vgg_weights", vgg_weights),
-        ("--lpips_weights", lpips_weights),
-    ):
-        if path is not None and not os.path.isfile(path):
-            raise BadInput(f"{flag} {path}: not found; {HOW_TO_GET_WEIGHTS}.")
-    vgg_weights = vgg_weights or cached_keras_vgg16()
-    lpips_weights = lpips_weights or installed_lpips_heads()
-    if vgg_weights is None or lpips_weights is None:
-        missing = "VGG16 weights" if vgg_weights is None else "LPIPS heads"
-        raise BadInput(
-            f"LPIPS needs trained weights ({missing} missing): {HOW_TO_GET_WEIGHTS}."
-        )
+    vgg_weights, lpips_weights = lpips_weight_files(vgg_weights, lpips_weights)
     if preprocessing is None:
         torch_file = str(vgg_weights).endswith((".pth", ".pt"))
         preprocessing = "lpips" if torch_file else "caffe"

@@ -95,8 +95,9 @@ class AdversarialVQVAE(VQVAE):
         perceptual_weight: float >= 0. Weight of `perceptual_model`'s
             distance. Defaults to `0`.
         perceptual_model: `None` or a Keras layer or model called as
-            `perceptual_model(x, x_hat)` on images in [0, 1] that returns one
-            distance per image (e.g. LPIPS); it is frozen.
+            `perceptual_model((x, x_hat))` on a pair of image batches in
+            [0, 1] that returns one distance per image (e.g. `LPIPS`, see
+            `keras_dvq.evaluation.load_lpips`); it is frozen.
         **kwargs: base model keyword arguments, such as `name`.
 
     Example:
@@ -243,7 +244,7 @@ class AdversarialVQVAE(VQVAE):
                 # Built here, not in the first step: its variables must exist
                 # (frozen) before the optimizer lists the trainable ones.
                 zeros = ops.zeros((1, *tuple(input_shape)[1:]))
-                perceptual(zeros, zeros)
+                perceptual((zeros, zeros))
             perceptual.trainable = False
             # Sublayers created in the perceptual model's own build may miss
             # the flag, and the model lists trainable variables flat.
@@ -316,7 +317,7 @@ class AdversarialVQVAE(VQVAE):
         reconstruction = y_pred["reconstruction"]
         extra = self._adversarial_loss(images, reconstruction, training)
         if self.perceptual_model is not None:
-            distance = self.perceptual_model(images, reconstruction)
+            distance = self.perceptual_model((images, reconstruction))
             perceptual = ops.mean(ops.cast(distance, "float32"))
             self.perceptual_tracker.update_state(perceptual)
             extra = extra + self.perceptual_weight * perceptual

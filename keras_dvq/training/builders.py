@@ -124,6 +124,7 @@ ADVERSARIAL_FLAGS = (
     "disc_ndf",
     "disc_lr",
     "lecam_weight",
+    "perceptual_weight",
 )
 
 
@@ -172,7 +173,12 @@ def run_length(batches_per_pass, max_steps):
     return epochs, math.ceil(max_steps / epochs)
 
 
-def build_model(learning_rate=LEARNING_RATE, adversarial=None, **flavor_kwargs):
+def build_model(
+    learning_rate=LEARNING_RATE,
+    adversarial=None,
+    perceptual_model=None,
+    **flavor_kwargs,
+):
     """A compiled `VQVAE.from_flavors(**flavor_kwargs)`, or with
     `adversarial` an `AdversarialVQVAE` trained against a
     `PatchDiscriminator`.
@@ -188,7 +194,9 @@ def build_model(learning_rate=LEARNING_RATE, adversarial=None, **flavor_kwargs):
             discriminator's depth (`disc_layers`) and width (`disc_ndf`), its
             Adam learning rate (`disc_lr`, betas 0.5 and 0.9) and the
             `AdversarialVQVAE` arguments `disc_weight`, `disc_start`,
-            `disc_loss` and `lecam_weight`.
+            `disc_loss`, `lecam_weight` and `perceptual_weight`.
+        perceptual_model: the frozen distance `perceptual_weight` weighs
+            (e.g. `LPIPS`), with `adversarial` only.
         **flavor_kwargs: `VQVAE.from_flavors` arguments.
     """
     schedule = learning_rate
@@ -210,6 +218,8 @@ def build_model(learning_rate=LEARNING_RATE, adversarial=None, **flavor_kwargs):
         disc_start=adversarial["disc_start"],
         disc_loss=adversarial["disc_loss"],
         lecam_weight=adversarial["lecam_weight"],
+        perceptual_weight=adversarial["perceptual_weight"],
+        perceptual_model=perceptual_model,
         **flavor_kwargs,
     )
     beta_1, beta_2 = DISC_BETAS

@@ -3,6 +3,8 @@
 import dataclasses
 import inspect
 
+from keras_dvq.evaluation.lpips import load_lpips
+from keras_dvq.evaluation.lpips import lpips_weight_files
 from keras_dvq.layers.discriminator import PatchDiscriminator
 from keras_dvq.losses import ADVERSARIAL_LOSSES
 from keras_dvq.models.flavors import ENCODER_DECODERS
@@ -90,6 +92,8 @@ NOT_RUN_CONFIG = (
     "data_dir",
     "shuffle_buffer",
     "backup_every",
+    "vgg_weights",
+    "lpips_weights",
 )
 MAY_CHANGE_ON_RESUME = ("learning_rate", "mixed_precision")
 
@@ -202,6 +206,9 @@ class TrainingConfig:
     disc_ndf: int = 64
     disc_lr: float | None = None
     lecam_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    vgg_weights: str | None = None
+    lpips_weights: str | None = None
 
     def __post_init__(self):
         # Old flavor names ("vqvae", "openai") become the new ones, with a
@@ -292,6 +299,41 @@ class TrainingConfig:
         if options["disc_lr"] is None:
             options["disc_lr"] = self.recipe_hparams()["learning_rate"]
         return options
+
+    def perceptual_weight_files(self):
+        """The LPIPS weight files of a run with `perceptual_weight` above 0
+        (`--vgg_weights`, `--lpips_weights` or their defaults), else `None`;
+        `BadInput` naming how to supply missing ones, before any data loads."""
+        files = {
+            "--vgg_weights": self.vgg_weights,
+            "--lpips_weights": self.lpips_weights,
+        }
+        if not self.perceptual_weight:
+            for flag, path in files.items():
+                if path is not None:
+                    raise BadInput(
+                        f"{flag} applies with a perceptual loss only: set "
+                        "--perceptual_weight above 0."
+                    )
+            return None
+        try:
+            return lpips_weight_files(self.vgg_weights, self.lpips_weights)
+        except BadInput as error:
+            raise BadInput(
+                f"--perceptual_weight {self.perceptual_weight:g}: {error}"
+            ) from None
+
+    def perceptual_model(self):
+        """The frozen LPIPS that `perceptual_weight` weighs, or `None`."""
+        files = self.perceptual_weight_files()
+        if files is None:
+            return None
+        try:
+            return load_lpips(*files)
+        except BadInput as error:
+            raise BadInput(
+                f"--perceptual_weight {self.perceptual_weight:g}: {error}"
+            ) from None
 
     def run_record(self):
         """What defines the run, for run_config.json: the settings without

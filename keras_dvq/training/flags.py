@@ -222,6 +222,26 @@ def add_adversarial_flags(parser):
         default=0.0,
         help="weight of LeCAM's regularizer of the discriminator",
     )
+    gan.add_argument(
+        "--perceptual_weight",
+        type=non_negative_float,
+        default=0.0,
+        help="weight of the LPIPS distance in the generator's loss (needs "
+        "--vgg_weights and, unless the lpips package is installed, "
+        "--lpips_weights)",
+    )
+    gan.add_argument(
+        "--vgg_weights",
+        metavar="FILE",
+        help="LPIPS backbone: torchvision's vgg16-397923af.pth or a Keras VGG16 "
+        "notop .h5 (default: Keras' cached ImageNet file)",
+    )
+    gan.add_argument(
+        "--lpips_weights",
+        metavar="FILE",
+        help="LPIPS heads: the lpips package's weights/v0.1/vgg.pth or an .npz "
+        "of lin0..lin4 (default: the installed lpips package's)",
+    )
 
 
 def levels_list(text):

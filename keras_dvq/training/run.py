@@ -87,6 +87,7 @@ def train_tokenizer(config, callbacks=()):
     config.quantizer_options()
     config.check_image_size()
     config.adversarial_options()
+    config.perceptual_weight_files()
     with run_directory.RunLock(config.out):
         remove_temporaries(config.out)
         remove_temporaries(os.path.join(config.out, "backup"))
@@ -195,6 +196,7 @@ def build_model(config, hparams, total_steps):
             seed_faithful=config.seed_faithful,
             image_size=config.image_size,
             adversarial=config.adversarial_options(),
+            perceptual_model=config.perceptual_model(),
             **quantizer_kwargs,
         )
     except BadInput:

@@ -266,11 +266,13 @@ def test_every_quantizer_fits_a_step_with_the_discriminator(vq_flavor):
 class TinyDistance(keras.layers.Layer):
     """A stand-in perceptual network: squared differences of random features."""
 
-    def build(self, x_shape, x_hat_shape):
+    def build(self, input_shape):
+        x_shape, _ = input_shape
         self.conv = keras.layers.Conv2D(2, 3)
         self.conv.build(x_shape)
 
-    def call(self, x, x_hat):
+    def call(self, inputs):
+        x, x_hat = inputs
         return ops.mean(ops.square(self.conv(x) - self.conv(x_hat)), axis=(1, 2, 3))
 
 
@@ -289,7 +291,7 @@ def test_the_perceptual_distance_joins_the_generator_loss():
     )
     model.build((None, SIZE, SIZE, 3))
     reconstruction = model(images, training=True)["reconstruction"]
-    expected = to_numpy(distance(images, reconstruction)).mean()
+    expected = to_numpy(distance((images, reconstruction))).mean()
     real, fake = logits_of(model, images)
     assert not any("tiny_distance" in v.path for v in model.trainable_variables)
     logs = model.fit(images, batch_size=8, epochs=1, verbose=0).history

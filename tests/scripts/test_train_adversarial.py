@@ -3,6 +3,7 @@ evaluates and exports."""
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 from keras_dvq.callbacks.image_logging import ReconstructionLogger
+from keras_dvq.evaluation import lpips as lpips_module
+from keras_dvq.evaluation.lpips import LPIPS
+from keras_dvq.evaluation.lpips import LPIPS_CHANNELS
 from keras_dvq.models import VQVAE
 from keras_dvq.models import AdversarialVQVAE
 from keras_dvq.training import flags as train_flags
@@ -43,6 +47,7 @@ def test_the_vqgan_recipe_parses_and_builds(tmp_path):
         "disc_ndf": 64,
         "disc_lr": 3e-4,  # the learning rate's
         "lecam_weight": 0.0,
+        "perceptual_weight": 0.0,
     }
     model = train_run.build_model(config, config.recipe_hparams(), 10)
     model.build((None, 32, 32, 3))
@@ -78,6 +83,7 @@ def test_flags_set_the_adversarial_options(tmp_path):
         "disc_ndf": 8,
         "disc_lr": 1e-4,
         "lecam_weight": 0.001,
+        "perceptual_weight": 0.0,
     }
     assert config.run_record()["disc_lr"] == 1e-4
 
@@ -99,6 +105,15 @@ def test_runs_without_a_discriminator_keep_their_record(tmp_path):
             ["--disc_weight", "0.1", "--disc_layers", "4"],
             r"--disc_layers 4: .*at most 3 for this size",
         ),
+        (
+            ["--perceptual_weight", "1"],
+            "--perceptual_weight applies with a discriminator only",
+        ),
+        (
+            ["--disc_weight", "0.1", "--vgg_weights", "vgg16.h5"],
+            "--vgg_weights applies with a perceptual loss only: set "
+            "--perceptual_weight",
+        ),
     ],
 )
 def test_bad_adversarial_settings_exit_2(train_script, tmp_path, capsys, flags, match):
@@ -106,7 +121,7 @@ def test_bad_adversarial_settings_exit_2(train_script, tmp_path, capsys, flags, 
     assert train_script.main(argv) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
-    assert __import__("re").search(match, error)
+    assert re.search(match, error)
     assert not (tmp_path / "run").exists()
 
 
@@ -182,3 +197,75 @@ def test_an_adversarial_run_resumes_evaluates_and_exports(
         tokens.reshape(-1, 8, 8)[:1], model.encode(first_validation_image(dataset))
     )
     assert isinstance(model.as_vqvae(), VQVAE)
+
+
+def test_a_perceptual_loss_without_weights_exits_2_before_the_data(
+    train_script, tmp_path, capsys, monkeypatch
+):
+    """Nothing to find (no Keras cache, no lpips package) or a named file
+    that is not there: one line naming how to supply them, before the
+    (missing) data is opened."""
+    monkeypatch.setattr(lpips_module, "cached_keras_vgg16", lambda: None)
+    monkeypatch.setattr(lpips_module, "installed_lpips_heads", lambda: None)
+    argv = [
+        "--dataset",
+        f"folder:{tmp_path / 'no_images'}",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    argv += ["--disc_weight", "0.1", "--perceptual_weight", "0.5"]
+    for flags, match in (
+        ([], r"--perceptual_weight 0.5: LPIPS needs trained weights \(VGG16 weights "
+         r"missing\): give --vgg_weights FILE"),
+        (["--vgg_weights", str(tmp_path / "vgg16.h5")],
+         r"--perceptual_weight 0.5: --vgg_weights .*vgg16.h5: not found"),
+    ):  # fmt: skip
+        assert train_script.main([*argv, *flags]) == 2
+        error = capsys.readouterr().err
+        assert len(error.strip().splitlines()) == 1
+        assert re.search(match, error), error
+        assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def lpips_files(tmp_path_factory):
+    """Random LPIPS weights in the files users give: a Keras VGG16 notop
+    weights file and heads as .npz."""
+    folder = tmp_path_factory.mktemp("lpips")
+    keras.utils.set_random_seed(5)
+    lpips = LPIPS()
+    vgg, heads = str(folder / "vgg16.weights.h5"), str(folder / "heads.npz")
+    lpips.vgg.save_weights(vgg)
+    rng = np.random.default_rng(5)
+    arrays = {f"lin{i}": rng.uniform(0, 0.1, c) for i, c in enumerate(LPIPS_CHANNELS)}
+    np.savez(heads, **arrays)
+    return vgg, heads, arrays
+
+
+# Under TensorFlow: the perceptual term's arithmetic is checked on every
+# backend in tests/models/test_adversarial.py; this checks the flags' wiring.
+@pytest.mark.slow
+@pytest.mark.backend_independent
+def test_perceptual_weight_trains_with_the_given_lpips(
+    train_script, tmp_path, lpips_files
+):
+    vgg, heads, arrays = lpips_files
+    dataset = image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "4",
+            "--batch_size", "8", *TINY, *GAN, "--perceptual_weight", "2",
+            "--vgg_weights", vgg, "--lpips_weights", heads]  # fmt: skip
+    assert train_script.main(argv) == 0
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert all(float(row["perceptual_loss"]) > 0 for row in rows)
+    record = json.loads((out / "run_config.json").read_text())
+    assert record["perceptual_weight"] == 2.0
+    assert "vgg_weights" not in record and "lpips_weights" not in record
+    model = keras.models.load_model(out / "model.keras")
+    assert model.perceptual_weight == 2.0
+    assert isinstance(model.perceptual_model, LPIPS)
+    assert not model.perceptual_model.trainable_weights
+    # The heads came from the file and stayed as they were (frozen).
+    head = keras.ops.convert_to_numpy(model.perceptual_model.heads[0].kernel)
+    np.testing.assert_allclose(head.ravel(), arrays["lin0"], rtol=1e-6)

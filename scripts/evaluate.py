@@ -28,7 +28,9 @@ says otherwise; a size the model's stride does not divide is a one-line error.
 
 Prints a table, one row per model, and writes into --out `evaluation.json`,
 `reconstructions-<model>.png` per model and, for two or more models,
-`rate_distortion.png` (PSNR against bits per image).
+`rate_distortion.png` (PSNR against bits per image) and, where they share an
+image size, `reconstructions.png` (the same images through each model, one
+row each).
 """
 
 import argparse
@@ -64,6 +66,7 @@ from keras_dvq.utils.errors import BadInput  # noqa: E402
 OPTIONAL_COLUMNS = ("lpips", "rfid")
 CHUNK_IMAGES = 4096  # images per encode/decode call (predict's set-up is per call)
 RESULTS = "evaluation.json"
+SIDE_BY_SIDE = "reconstructions.png"
 # (heading, key, format) of the printed table.
 COLUMNS = (
     ("MSE", "mse", "{:.5f}"),
@@ -155,18 +158,20 @@ def evaluate(args):
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     verbose = 0 if args.quiet else 1 if sys.stdout.isatty() else 2
-    rows = []
+    rows, shown_images = [], []
     for path, tokenizer in tokenizers:
         if verbose:
             print(f"evaluating {path}")
         row, shown = evaluate_tokenizer(tokenizer, args, verbose, networks)
         row = {"model": path, "label": label_of(path, args.models), **row}
         rows.append(row)
+        shown_images.append(shown)
         if args.out:
             save_grid(row, shown, args.out)
     print(format_table(rows, args))
     if args.out:
-        write_results(rows, args, networks)
+        side_by_side = save_side_by_side(rows, shown_images, args)
+        write_results(rows, args, networks, side_by_side)
     return rows
 
 
@@ -284,6 +289,23 @@ def save_grid(row, shown, out):
     plots.save_figure(figure, os.path.join(out, row["reconstructions_png"]))
 
 
+def save_side_by_side(rows, shown_images, args):
+    """For two or more models at one image size, `reconstructions.png`: the
+    same validation images, then each model's reconstructions of them, one
+    labelled row each. Returns its name, or `None` where not written."""
+    sizes = {row["image_size"] for row in rows}
+    if len(rows) < 2 or len(sizes) > 1:
+        return None
+    originals = shown_images[0][0]
+    figure = plots.image_rows_figure(
+        [originals] + [reconstructions for _, reconstructions in shown_images],
+        ["original"] + [row["label"] for row in rows],
+        title=f"{args.dataset} {args.split} split, {sizes.pop()} px",
+    )
+    plots.save_figure(figure, os.path.join(args.out, SIDE_BY_SIDE))
+    return SIDE_BY_SIDE
+
+
 def file_safe(label):
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
 
@@ -322,7 +344,7 @@ def format_table(rows, args):
     return "\n".join(text)
 
 
-def write_results(rows, args, networks):
+def write_results(rows, args, networks, side_by_side=None):
     results = {
         "command": shlex.join(["python", "scripts/evaluate.py", *args.argv]),
         "dataset": args.dataset,
@@ -354,6 +376,8 @@ def write_results(rows, args, networks):
         )
         plots.save_figure(figure, os.path.join(args.out, "rate_distortion.png"))
         results["rate_distortion_png"] = "rate_distortion.png"
+    if side_by_side:
+        results["reconstructions_png"] = side_by_side
     write_text(os.path.join(args.out, RESULTS), json.dumps(results, indent=2) + "\n")
 
 

@@ -137,10 +137,16 @@ def test_pictures_are_written(evaluated):
         "reconstructions-large-model.png",
     ]
     assert results["rate_distortion_png"] == "rate_distortion.png"
+    assert results["reconstructions_png"] == "reconstructions.png"
     for name in [*names, "rate_distortion.png"]:
         with Image.open(out / name) as picture:
             assert picture.format == "PNG"
             assert picture.width >= 400 and picture.height >= 200
+    # Side by side: originals and each model's, 16 images of 32 px enlarged
+    # 4x in a row, three rows.
+    with Image.open(out / "reconstructions.png") as picture:
+        assert picture.width >= 16 * 32 * 4 and picture.height >= 3 * 32 * 4
+        assert picture.width > 3 * picture.height
 
 
 def test_table_is_printed_and_progress_can_be_silenced(

@@ -5,6 +5,8 @@ import inspect
 
 from keras_dvq.evaluation.lpips import load_lpips
 from keras_dvq.evaluation.lpips import lpips_weight_files
+from keras_dvq.layers import finite_scalar_quantizer
+from keras_dvq.layers import lookup_free_quantizer
 from keras_dvq.layers.discriminator import PatchDiscriminator
 from keras_dvq.losses import ADVERSARIAL_LOSSES
 from keras_dvq.models.flavors import ENCODER_DECODERS
@@ -95,6 +97,13 @@ NOT_RUN_CONFIG = (
     "vgg_weights",
     "lpips_weights",
 )
+# Quantizer options whose defaults changed, with the values of before: each
+# run record names them resolved, and a record without them is a run begun
+# under the old defaults (see `current_flavor_names`).
+CHANGED_DEFAULTS = {
+    "fsq": finite_scalar_quantizer.OLD_DEFAULTS,
+    "lfq": lookup_free_quantizer.OLD_DEFAULTS,
+}
 MAY_CHANGE_ON_RESUME = ("learning_rate", "mixed_precision")
 
 
@@ -354,13 +363,18 @@ class TrainingConfig:
                 record.pop(name)
         elif self.disc_lr is None:
             del record["disc_lr"]
+        defaults = inspect.signature(QUANTIZERS[self.vq_flavor]).parameters
+        for name in CHANGED_DEFAULTS.get(self.vq_flavor, ()):
+            if record.get(name) is None:
+                record[name] = defaults[name].default
         return {**record, **self.recipe_hparams()}
 
 
 def current_flavor_names(record):
     """A stored run record with its flavor names as they are now called
-    (records of runs begun before the renames hold "vqvae" or "openai") and
-    the image size of runs recorded before it was a setting."""
+    (records of runs begun before the renames hold "vqvae" or "openai"), the
+    image size of runs recorded before it was a setting and the quantizer
+    options whose defaults changed since (`CHANGED_DEFAULTS`)."""
     record = {"image_size": DEFAULT_IMAGE_SIZE, **record}
     for key, registry in (
         ("vq_flavor", QUANTIZERS),
@@ -368,4 +382,4 @@ def current_flavor_names(record):
     ):
         if key in record:
             record[key] = registry.aliases.get(record[key], record[key])
-    return record
+    return {**CHANGED_DEFAULTS.get(record.get("vq_flavor"), {}), **record}

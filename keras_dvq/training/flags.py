@@ -335,16 +335,16 @@ def add_quantizer_flags(parser, unset):
         action=argparse.BooleanOptionalAction,
         default=unset,
         help="batch-normalize the latents (no scale or offset) before the "
-        "bound (default: True)",
+        "bound (default: False; runs begun before the default changed: True)",
     )
     both = parser.add_argument_group("fsq and lfq flavors")
     both.add_argument(
         "--normalize_features",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         default=unset,
         help="standardize each position's features (no scale or offset) "
-        "before the projection",
+        "before the projection (default: True; runs begun before the default "
+        "changed: False)",
     )
     lfq = parser.add_argument_group("lfq flavor")
     lfq.add_argument(
@@ -408,7 +408,7 @@ BOOLEAN_KEYS = (
     "normalize_features",
 )
 # Those with a --no- flag (on by default, or a choice either way).
-NEGATABLE_KEYS = ("straight_through", "normalize_latents")
+NEGATABLE_KEYS = ("straight_through", "normalize_latents", "normalize_features")
 LIST_KEYS = ("levels", "ch_mult", "attn_levels")
 
 

@@ -9,7 +9,9 @@ from tests.testing import gradients
 
 
 def identity_fsq(levels, **kwargs):
-    """A built FSQ whose projection is the identity: latents == inputs."""
+    """A built FSQ whose projection is the identity: latents == inputs (no
+    feature normalization unless asked)."""
+    kwargs = {"normalize_features": False, **kwargs}
     quantizer = FiniteScalarQuantizer(levels=levels, **kwargs)
     quantizer.build((None, len(levels)))
     quantizer.projection.kernel.assign(np.eye(len(levels), dtype="float32"))
@@ -97,7 +99,7 @@ def test_gradient_is_straight_through_the_rounding(rng):
 
 
 def test_latents_are_batch_normalized_before_the_bound(rng):
-    quantizer = identity_fsq((8, 5))
+    quantizer = identity_fsq((8, 5), normalize_latents=True)
     # Small, off-centre latents, as an encoder's at initialization.
     z = rng.normal(loc=[0.1, -1.0], scale=[0.02, 0.5], size=(4000, 2))
     z = z.astype("float32")
@@ -167,14 +169,19 @@ def test_features_are_standardized_before_the_projection(rng):
 
 
 def test_feature_normalization_is_in_the_config_and_off_for_old_ones():
-    quantizer = FiniteScalarQuantizer(normalize_features=True)
+    quantizer = FiniteScalarQuantizer()  # the defaults: features, no BatchNorm
     config = quantizer.get_config()
-    assert config["normalize_features"] is True
-    assert FiniteScalarQuantizer.from_config(config).normalize_features
+    assert (config["normalize_features"], config["normalize_latents"]) == (True, False)
+    new = FiniteScalarQuantizer.from_config(config)
+    assert new.normalize_features and not new.normalize_latents
     del config["normalize_features"]  # a file saved before the option
     old = FiniteScalarQuantizer.from_config(config)
     assert not old.normalize_features
     assert not hasattr(old, "feature_normalization")
+    # Saved before either default changed: the BatchNorm, as trained then.
+    del config["normalize_latents"]
+    older = FiniteScalarQuantizer.from_config(config)
+    assert older.normalize_latents and not older.normalize_features
 
 
 @pytest.mark.parametrize(

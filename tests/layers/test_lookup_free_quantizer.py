@@ -10,6 +10,7 @@ from tests.testing import gradients
 
 def identity_lfq(bits=3, **kwargs):
     """A built LFQ whose projection is the identity: latents == inputs."""
+    kwargs = {"normalize_features": False, **kwargs}
     quantizer = LookupFreeQuantizer(codebook_bits=bits, **kwargs)
     quantizer.build((None, bits))
     quantizer.projection.kernel.assign(np.eye(bits, dtype="float32"))
@@ -75,6 +76,7 @@ def test_features_are_standardized_before_the_projection(rng):
     assert len(quantizer.weights) == 2  # the projection's only
     config = quantizer.get_config()
     assert LookupFreeQuantizer.from_config(config).normalize_features
+    assert LookupFreeQuantizer().normalize_features  # the default
     del config["normalize_features"]  # a file saved before the option
     assert not LookupFreeQuantizer.from_config(config).normalize_features
 

@@ -9,8 +9,10 @@ from keras_dvq.layers import FiniteScalarQuantizer
 from keras_dvq.layers import LookupFreeQuantizer
 from keras_dvq.training import run as train_run
 from keras_dvq.training.builders import HPARAM_KEYS
+from keras_dvq.training.config import current_flavor_names
 from keras_dvq.training.flags import parse_train_config
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.run_directory import compare_run_config
 
 
 def config_of(*flags):
@@ -19,27 +21,69 @@ def config_of(*flags):
 
 def test_the_flags_reach_the_quantizers():
     fsq = config_of(
-        "--vq_flavor", "fsq", "--no-normalize_latents", "--normalize_features"
+        "--vq_flavor", "fsq", "--normalize_latents", "--no-normalize_features"
     )
     assert fsq.quantizer_options() == {
-        "normalize_latents": False,
-        "normalize_features": True,
+        "normalize_latents": True,
+        "normalize_features": False,
     }
     quantizer = train_run.build_model(fsq, fsq.recipe_hparams(), 10).quantizer
     assert isinstance(quantizer, FiniteScalarQuantizer)
     assert (quantizer.normalize_latents, quantizer.normalize_features) == (
-        False,
         True,
+        False,
     )
-    lfq = config_of("--vq_flavor", "lfq", "--normalize_features")
-    assert lfq.quantizer_options() == {"normalize_features": True}
+    lfq = config_of("--vq_flavor", "lfq", "--no-normalize_features")
+    assert lfq.quantizer_options() == {"normalize_features": False}
     quantizer = train_run.build_model(lfq, lfq.recipe_hparams(), 10).quantizer
     assert isinstance(quantizer, LookupFreeQuantizer)
-    assert quantizer.normalize_features
-    # Unset, they keep the layers' defaults and stay out of the run record.
-    plain = config_of("--vq_flavor", "fsq")
-    assert plain.quantizer_options() == {}
-    assert "normalize_features" not in plain.run_record()
+    assert not quantizer.normalize_features
+
+
+@pytest.mark.parametrize(
+    "flavor, defaults",
+    [
+        ("fsq", {"normalize_latents": False, "normalize_features": True}),
+        ("lfq", {"normalize_features": True}),
+    ],
+)
+def test_unset_the_new_defaults_apply_and_are_recorded(flavor, defaults):
+    config = config_of("--vq_flavor", flavor)
+    assert config.quantizer_options() == {}
+    quantizer = train_run.build_model(config, config.recipe_hparams(), 10).quantizer
+    assert {name: getattr(quantizer, name) for name in defaults} == defaults
+    record = config.run_record()
+    assert {name: record[name] for name in defaults} == defaults
+    assert "normalize_features" not in config_of("--vq_flavor", "vq").run_record()
+
+
+@pytest.mark.parametrize(
+    "flavor, old",
+    [
+        ("fsq", {"normalize_latents": True, "normalize_features": False}),
+        ("lfq", {"normalize_features": False}),
+    ],
+)
+def test_a_run_begun_under_the_old_defaults_resumes_only_with_them(
+    tmp_path, flavor, old
+):
+    """Its record has no normalization keys: it was trained with the old
+    defaults, so resuming it under the new ones is refused, naming them, and
+    the old ones given as flags continue it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stored = config_of("--vq_flavor", flavor).run_record()
+    for name in old:
+        del stored[name]
+    (out / "run_config.json").write_text(json.dumps(stored))
+    new = config_of("--vq_flavor", flavor).run_record()
+    with pytest.raises(BadInput, match="normalize_features false \\(now true\\)"):
+        compare_run_config(str(out), new, True, normalize=current_flavor_names)
+    flags = [f"--{name}" if value else f"--no-{name}" for name, value in old.items()]
+    again = config_of("--vq_flavor", flavor, *flags).run_record()
+    assert (
+        compare_run_config(str(out), again, True, normalize=current_flavor_names) == {}
+    )
 
 
 @pytest.mark.parametrize(

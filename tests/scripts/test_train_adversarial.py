@@ -40,11 +40,11 @@ def test_the_vqgan_recipe_parses_and_builds(tmp_path):
     assert (config.enc_dec_flavor, config.image_size) == ("deepmind", 32)
     options = config.adversarial_options()
     assert options == {
-        "disc_weight": 0.01,
-        "disc_start": 500,
+        "disc_weight": 0.0005,
+        "disc_start": 1000,
         "disc_loss": "hinge",
         "disc_layers": 2,
-        "disc_ndf": 64,
+        "disc_ndf": 32,
         "disc_lr": 3e-4,  # the learning rate's
         "lecam_weight": 0.0,
         "perceptual_weight": 0.0,
@@ -53,18 +53,18 @@ def test_the_vqgan_recipe_parses_and_builds(tmp_path):
     model.build((None, 32, 32, 3))
     assert isinstance(model, AdversarialVQVAE)
     assert (model.disc_weight, model.disc_start, model.disc_loss) == (
-        0.01,
-        500,
+        0.0005,
+        1000,
         "hinge",
     )
-    assert model.discriminator.n_layers == 2 and model.discriminator.ndf == 64
+    assert model.discriminator.n_layers == 2 and model.discriminator.ndf == 32
     assert model.discriminator.compute_output_shape((1, 32, 32, 3)) == (1, 6, 6, 1)
     adam, adamw = model.optimizer.optimizers
     assert (type(adam).__name__, adam.beta_1, adam.beta_2) == ("Adam", 0.5, 0.9)
     assert float(keras.ops.convert_to_numpy(adam.learning_rate)) == pytest.approx(3e-4)
     assert type(adamw).__name__ == "AdamW"
     record = config.run_record()
-    assert record["disc_weight"] == 0.01 and "disc_lr" not in record
+    assert record["disc_weight"] == 0.0005 and "disc_lr" not in record
 
 
 def test_flags_set_the_adversarial_options(tmp_path):

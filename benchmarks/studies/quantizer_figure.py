@@ -79,8 +79,8 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     sit on the bottom edge as triangles, their PSNR in the key."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 6), dpi=100)
-    axes = figure.add_axes((0.07, 0.1, 0.5, 0.82))
+    figure = Figure(figsize=(11.5, 6), dpi=100)
+    axes = figure.add_axes((0.07, 0.1, 0.48, 0.82))
     shown = [point["psnr"] for point in points if point["psnr"] >= floor]
     bottom = min(shown) - 1.0 if shown else floor
     for number, point in enumerate(points, start=1):
@@ -113,13 +113,13 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     axes.grid(True, alpha=0.3)
     axes.set_ylim(bottom=bottom)
     key = "\n".join(
-        f"{number:>2}  {point['label']}"[:64]
+        f"{number:>2}  {point['label']}"[:72]
         + (f" ({point['psnr']:.2f} dB, below)" if point["psnr"] < bottom else "")
         for number, point in enumerate(points, 1)
     )
     if any(point["reference"] for point in points):
         key += "\n\nhollow: reference (vector-quantize-pytorch, PyTorch loop)"
-    figure.text(0.6, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
+    figure.text(0.57, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
     return figure
 
 

@@ -74,7 +74,7 @@ def test_the_figure_is_written(tmp_path, capsys):
     assert quantizer_figure.main([str(document), str(output)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {output}: 4 points"
     with Image.open(output) as picture:
-        assert picture.size == (1100, 600)
+        assert picture.size == (1150, 600)
     empty = tmp_path / "empty.md"
     empty.write_text("# nothing\n")
     assert quantizer_figure.main([str(empty), str(output)]) == 2

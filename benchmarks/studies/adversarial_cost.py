@@ -26,24 +26,20 @@ from keras_dvq.training.flags import int_list
 from keras_dvq.utils import cli
 
 
-def build_models(ndfs, disc_layers, learning_rate=3e-4):
+def build_models(ndfs, disc_layers):
     """`{"plain": VQVAE, "ndf N": AdversarialVQVAE, ...}`, compiled as
-    `train.py` compiles them."""
+    `train.py` compiles them (the adversarial settings from
+    `TrainingConfig.adversarial_options`, weighing in from step 0)."""
     from keras_dvq.training.builders import build_model
+    from keras_dvq.training.config import TrainingConfig
 
-    models = {"plain": build_model(learning_rate)}
+    models = {"plain": build_model()}
     for ndf in ndfs:
-        adversarial = {
-            "disc_weight": 0.01,
-            "disc_start": 0,
-            "disc_loss": "hinge",
-            "disc_layers": disc_layers,
-            "disc_ndf": ndf,
-            "disc_lr": learning_rate,
-            "lecam_weight": 0.0,
-            "perceptual_weight": 0.0,
-        }
-        models[f"ndf {ndf}"] = build_model(learning_rate, adversarial=adversarial)
+        config = TrainingConfig(
+            out="unused", disc_weight=0.01, disc_layers=disc_layers, disc_ndf=ndf
+        )
+        adversarial = config.adversarial_options()
+        models[f"ndf {ndf}"] = build_model(adversarial=adversarial)
     return models
 
 

@@ -325,20 +325,21 @@ class TrainingConfig:
                         "--perceptual_weight above 0."
                     )
             return None
-        try:
-            return lpips_weight_files(self.vgg_weights, self.lpips_weights)
-        except BadInput as error:
-            raise BadInput(
-                f"--perceptual_weight {self.perceptual_weight:g}: {error}"
-            ) from None
+        return self._about_perceptual_weight(
+            lpips_weight_files, self.vgg_weights, self.lpips_weights
+        )
 
     def perceptual_model(self):
         """The frozen LPIPS that `perceptual_weight` weighs, or `None`."""
         files = self.perceptual_weight_files()
         if files is None:
             return None
+        return self._about_perceptual_weight(load_lpips, *files)
+
+    def _about_perceptual_weight(self, function, *args):
+        """`function(*args)`, its `BadInput` prefixed with the flag it is about."""
         try:
-            return load_lpips(*files)
+            return function(*args)
         except BadInput as error:
             raise BadInput(
                 f"--perceptual_weight {self.perceptual_weight:g}: {error}"

@@ -292,6 +292,29 @@ def run_script_process(name, *argv, timeout=300, **env):
     return ScriptResult(result.returncode, result.stdout, result.stderr)
 
 
+def interrupt_training(script, argv, monkeypatch, after_epoch=1):
+    """Runs `script.main(argv)` (train.py) until a simulated kill, a
+    `KeyboardInterrupt` at the end of epoch `after_epoch` (0-based), and
+    leaves the training code as it was."""
+    import pytest
+
+    from keras_dvq.callbacks.image_logging import ReconstructionLogger
+
+    original = ReconstructionLogger.on_epoch_end
+
+    def crash(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == after_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            script.main(argv)
+    finally:
+        monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", original)
+
+
 def assert_one_line_error(result, script, *words):
     """A bad-input exit: status 2 and one stderr line `<script>.py: error: ...`
     containing every one of `words`; returns that line."""

@@ -15,7 +15,6 @@ import pytest
 from keras import ops
 from PIL import Image
 
-from keras_dvq.callbacks.image_logging import ReconstructionLogger
 from keras_dvq.data import datasets as data_module
 from keras_dvq.training import flags as train_flags
 from keras_dvq.training import run as train_run
@@ -26,6 +25,7 @@ from keras_dvq.utils.errors import BadInput
 from keras_dvq.utils.run_directory import RunLock
 from tests.callbacks.test_stop_on_divergence import PoisonAtStep
 from tests.testing import image_folder
+from tests.testing import interrupt_training
 from tests.testing import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
@@ -142,18 +142,8 @@ def test_resume_continues_an_interrupted_run(
     argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
             "--batch_size", "8", *TINY]  # fmt: skip
 
-    original = ReconstructionLogger.on_epoch_end
-
-    def crash_after_second_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", crash_after_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(argv)
+    interrupt_training(train_script, argv, monkeypatch)
     assert (out / "backup").is_dir() and not (out / "model.keras").exists()
-    monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", original)
 
     assert train_script.main(argv) == 2  # refuses to clobber without --resume
     # Another configuration cannot continue it.

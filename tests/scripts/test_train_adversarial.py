@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dvq.callbacks.image_logging import ReconstructionLogger
 from keras_dvq.evaluation import lpips as lpips_module
 from keras_dvq.evaluation.lpips import LPIPS
 from keras_dvq.evaluation.lpips import LPIPS_CHANNELS
@@ -21,6 +20,7 @@ from keras_dvq.training import run as train_run
 from keras_dvq.training.config import TrainingConfig
 from keras_dvq.utils.errors import BadInput
 from tests.testing import image_folder
+from tests.testing import interrupt_training
 from tests.testing import load_script
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -150,17 +150,7 @@ def test_an_adversarial_run_resumes_evaluates_and_exports(
     out = tmp_path / "run"
     argv = ["--dataset", dataset, "--out", str(out), "--max_steps", "12",
             "--batch_size", "8", "--disc_start", "6", *TINY, *GAN]  # fmt: skip
-    original = ReconstructionLogger.on_epoch_end
-
-    def crash_after_second_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated interruption")
-
-    monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", crash_after_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_script.main(argv)
-    monkeypatch.setattr(ReconstructionLogger, "on_epoch_end", original)
+    interrupt_training(train_script, argv, monkeypatch)
     assert train_script.main([*argv, "--resume"]) == 0
     with open(out / "metrics.csv") as file:
         rows = list(csv.DictReader(file))

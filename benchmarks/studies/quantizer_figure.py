@@ -22,6 +22,7 @@ from keras_dvq.utils.errors import BadInput
 FAMILIES = ("vq", "fsq", "lfq", "rvq")
 COLOURS = {"vq": "tab:blue", "fsq": "tab:orange", "lfq": "tab:green", "rvq": "tab:red"}
 FLOOR_DB = 20.0  # PSNRs under it are a collapse, drawn on the bottom edge
+KEY_LINE_INCHES = 0.125  # one line of the 7-point key, with its spacing
 REPEATED = re.compile(r",? from the (first |)table( below| above|)")
 
 
@@ -79,8 +80,12 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     sit on the bottom edge as triangles, their PSNR in the key."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11.5, 6), dpi=100)
-    axes = figure.add_axes((0.07, 0.1, 0.48, 0.82))
+    # The key is one line per point: the figure grows with it past 6 inches
+    # so that it never runs off the bottom edge.
+    key_lines = len(points) + (3 if any(p["reference"] for p in points) else 1)
+    height = max(6.0, round(key_lines * KEY_LINE_INCHES / 0.9, 1))
+    figure = Figure(figsize=(11.5, height), dpi=100)
+    axes = figure.add_axes((0.07, 0.6 / height, 0.48, 1 - 1.08 / height))
     shown = [point["psnr"] for point in points if point["psnr"] >= floor]
     bottom = min(shown) - 1.0 if shown else floor
     for number, point in enumerate(points, start=1):
@@ -109,7 +114,10 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     axes.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
     axes.set_xlabel("rate: bits per image (code entropy x tokens per image)")
     axes.set_ylabel("PSNR (dB, mean over images)")
-    axes.set_title(title or "sample, 1,500 steps, --lr_decay run", fontsize=10)
+    axes.set_title(
+        title or "sample, --lr_decay run, 1,500 steps unless the key names more",
+        fontsize=10,
+    )
     axes.grid(True, alpha=0.3)
     axes.set_ylim(bottom=bottom)
     key = "\n".join(
@@ -119,7 +127,15 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     )
     if any(point["reference"] for point in points):
         key += "\n\nhollow: reference (vector-quantize-pytorch, PyTorch loop)"
-    figure.text(0.57, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
+    figure.text(
+        0.57,
+        1 - 0.48 / height,
+        key,
+        va="top",
+        ha="left",
+        fontsize=7,
+        family="monospace",
+    )
     return figure
 
 

@@ -79,3 +79,28 @@ def test_the_figure_is_written(tmp_path, capsys):
     empty.write_text("# nothing\n")
     assert quantizer_figure.main([str(empty), str(output)]) == 2
     assert "no table with PSNR dB and bits/image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", [4, 60])
+def test_the_key_stays_inside_the_figure(count):
+    points = [
+        {
+            "label": f"vq, a row of a long table, number {n}",
+            "family": "vq",
+            "reference": n == 0,
+            "psnr": 30.0 + n / 10,
+            "bits_per_image": 500.0 + n,
+            "section": "",
+        }
+        for n in range(count)
+    ]
+    figure = quantizer_figure.figure_of(points)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    (key,) = figure.texts
+    extent = key.get_window_extent(renderer)
+    assert key.get_text().count("\n") == count + 1
+    assert 0 <= extent.y0 and extent.y1 <= figure.bbox.height
+    # Six inches while the key fits in them, taller when it does not.
+    assert (figure.get_size_inches()[1] == 6.0) == (count == 4)

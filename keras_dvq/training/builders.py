@@ -79,10 +79,15 @@ GUMBEL_DEFAULTS = {
 # The arguments of one quantizer flavor each (None: the quantizer's default);
 # an argument may belong to several flavors.
 FLAVOR_OPTIONS = {
-    "vq": ("use_cosine_sim", "rotation_trick"),
+    "vq": ("use_cosine_sim", "rotation_trick", "commitment_cost"),
     "fsq": ("levels", "normalize_latents", "normalize_features"),
-    "lfq": ("codebook_bits", "entropy_loss_weight", "normalize_features"),
-    "rvq": ("num_quantizers", "quantizer_dropout"),
+    "lfq": (
+        "codebook_bits",
+        "entropy_loss_weight",
+        "normalize_features",
+        "commitment_cost",
+    ),
+    "rvq": ("num_quantizers", "quantizer_dropout", "commitment_cost"),
 }
 # The arguments of one encoder/decoder flavor each (None: the network's
 # default), given to `VQVAE.from_flavors` as `enc_dec_kwargs`.

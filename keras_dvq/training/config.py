@@ -199,6 +199,7 @@ class TrainingConfig:
     normalize_features: bool | None = None
     codebook_bits: int | None = None
     entropy_loss_weight: float | None = None
+    commitment_cost: float | None = None
     num_quantizers: int | None = None
     quantizer_dropout: float | None = None
     ch: int | None = None

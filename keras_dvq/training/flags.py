@@ -356,6 +356,14 @@ def add_quantizer_flags(parser, unset):
         default=unset,
         help="default: 0.1",
     )
+    commitment = parser.add_argument_group("vq, lfq and rvq flavors")
+    commitment.add_argument(
+        "--commitment_cost",
+        type=non_negative_float,
+        default=unset,
+        help="weight of the commitment term that pulls the latents to their "
+        "codes (default: 0.25)",
+    )
     rvq = parser.add_argument_group("rvq flavor")
     rvq.add_argument(
         "--num_quantizers", type=positive_int, default=unset, help="default: 4"

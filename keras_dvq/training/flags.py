@@ -362,7 +362,8 @@ def add_quantizer_flags(parser, unset):
         type=non_negative_float,
         default=unset,
         help="weight of the commitment term that pulls the latents to their "
-        "codes (default: 0.25)",
+        "codes (default: 0.25 for vq and rvq, 0 for lfq; lfq runs begun "
+        "before that default: 0.25)",
     )
     rvq = parser.add_argument_group("rvq flavor")
     rvq.add_argument(

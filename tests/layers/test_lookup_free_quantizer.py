@@ -111,6 +111,23 @@ def test_latent_loss_combines_entropy_and_commitment(rng):
     )
 
 
+def test_the_commitment_term_is_off_by_default_and_old_files_keep_theirs(rng):
+    quantizer = identity_lfq(3, inverse_temperature=2.0)
+    assert quantizer.commitment_cost == 0.0
+    z = rng.normal(size=(40, 3)).astype("float32")
+    quantizer(z, training=True)
+    per_position, batch = numpy_entropy_terms(z, 2.0)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(quantizer.losses[0]),
+        0.1 * (per_position - batch),
+        rtol=1e-4,
+    )
+    config = quantizer.get_config()
+    assert config["commitment_cost"] == 0.0  # saved, so it loads as trained
+    del config["commitment_cost"]  # a config that does not name it
+    assert LookupFreeQuantizer.from_config(config).commitment_cost == 0.25
+
+
 def test_spread_batches_have_more_entropy_than_collapsed_ones(rng):
     quantizer = identity_lfq(4, inverse_temperature=5.0)
     spread = rng.normal(size=(256, 4)).astype("float32")

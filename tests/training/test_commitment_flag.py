@@ -6,8 +6,10 @@ import json
 import pytest
 
 from keras_dvq.training import run as train_run
+from keras_dvq.training.config import current_flavor_names
 from keras_dvq.training.flags import parse_train_config
 from keras_dvq.utils.errors import BadInput
+from keras_dvq.utils.run_directory import compare_run_config
 
 
 def config_of(*flags):
@@ -19,19 +21,24 @@ def commitment_costs(quantizer):
     return [stage.commitment_cost for stage in stages]
 
 
-@pytest.mark.parametrize("flavor, stages", [("vq", 1), ("lfq", 1), ("rvq", 4)])
-def test_the_flag_reaches_the_quantizer_and_the_record(flavor, stages):
-    config = config_of("--vq_flavor", flavor, "--commitment_cost", "0")
-    assert config.quantizer_options() == {"commitment_cost": 0.0}
+@pytest.mark.parametrize(
+    "flavor, stages, default", [("vq", 1, 0.25), ("lfq", 1, 0.0), ("rvq", 4, 0.25)]
+)
+def test_the_flag_reaches_the_quantizer_and_the_record(flavor, stages, default):
+    config = config_of("--vq_flavor", flavor, "--commitment_cost", "0.5")
+    assert config.quantizer_options() == {"commitment_cost": 0.5}
     quantizer = train_run.build_model(config, config.recipe_hparams(), 10).quantizer
-    assert commitment_costs(quantizer) == [0.0] * stages
-    assert config.run_record()["commitment_cost"] == 0.0
-    # Unset: the quantizer's 0.25, and no key in the record, as in the
-    # records of runs begun before the flag (--resume compares them).
+    assert commitment_costs(quantizer) == [0.5] * stages
+    assert config.run_record()["commitment_cost"] == 0.5
+    # Unset: the quantizer's default. LFQ's changed (issue 31), so its record
+    # names it; vq's and rvq's records leave it out, as those of runs begun
+    # before the flag (--resume compares them).
     unset = config_of("--vq_flavor", flavor)
     quantizer = train_run.build_model(unset, unset.recipe_hparams(), 10).quantizer
-    assert commitment_costs(quantizer) == [0.25] * stages
-    assert "commitment_cost" not in unset.run_record()
+    assert commitment_costs(quantizer) == [default] * stages
+    assert unset.run_record().get("commitment_cost") == (
+        0.0 if flavor == "lfq" else None
+    )
 
 
 def test_a_hparams_file_sets_it(tmp_path):
@@ -57,3 +64,21 @@ def test_a_negative_cost_exits_2(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--commitment_cost" in error and "-1" in error
+
+
+def test_an_lfq_run_begun_before_the_default_changed_resumes_with_its_cost(tmp_path):
+    """A record with feature normalization but no commitment cost is an LFQ
+    run begun between the two changes of issue 31: it trained with 0.25."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stored = config_of("--vq_flavor", "lfq").run_record()
+    assert stored["normalize_features"] is True
+    del stored["commitment_cost"]
+    (out / "run_config.json").write_text(json.dumps(stored))
+    now = config_of("--vq_flavor", "lfq").run_record()
+    with pytest.raises(BadInput, match=r"^.*commitment_cost 0\.25 \(now 0\.0\)"):
+        compare_run_config(str(out), now, True, normalize=current_flavor_names)
+    again = config_of("--vq_flavor", "lfq", "--commitment_cost", "0.25").run_record()
+    assert (
+        compare_run_config(str(out), again, True, normalize=current_flavor_names) == {}
+    )

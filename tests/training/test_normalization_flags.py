@@ -44,7 +44,7 @@ def test_the_flags_reach_the_quantizers():
     "flavor, defaults",
     [
         ("fsq", {"normalize_latents": False, "normalize_features": True}),
-        ("lfq", {"normalize_features": True}),
+        ("lfq", {"normalize_features": True, "commitment_cost": 0.0}),
     ],
 )
 def test_unset_the_new_defaults_apply_and_are_recorded(flavor, defaults):
@@ -61,7 +61,7 @@ def test_unset_the_new_defaults_apply_and_are_recorded(flavor, defaults):
     "flavor, old",
     [
         ("fsq", {"normalize_latents": True, "normalize_features": False}),
-        ("lfq", {"normalize_features": False}),
+        ("lfq", {"normalize_features": False, "commitment_cost": 0.25}),
     ],
 )
 def test_a_run_begun_under_the_old_defaults_resumes_only_with_them(
@@ -79,7 +79,12 @@ def test_a_run_begun_under_the_old_defaults_resumes_only_with_them(
     new = config_of("--vq_flavor", flavor).run_record()
     with pytest.raises(BadInput, match="normalize_features false \\(now true\\)"):
         compare_run_config(str(out), new, True, normalize=current_flavor_names)
-    flags = [f"--{name}" if value else f"--no-{name}" for name, value in old.items()]
+    flags = []
+    for name, value in old.items():
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags.extend([f"--{name}", str(value)])
     again = config_of("--vq_flavor", flavor, *flags).run_record()
     assert (
         compare_run_config(str(out), again, True, normalize=current_flavor_names) == {}

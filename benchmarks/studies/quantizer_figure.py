@@ -23,6 +23,7 @@ FAMILIES = ("vq", "fsq", "lfq", "rvq")
 COLOURS = {"vq": "tab:blue", "fsq": "tab:orange", "lfq": "tab:green", "rvq": "tab:red"}
 FLOOR_DB = 20.0  # PSNRs under it are a collapse, drawn on the bottom edge
 KEY_LINE_INCHES = 0.125  # one line of the 7-point key, with its spacing
+KEY_WIDTH = 80  # characters of a key line: what fits right of the axes
 REPEATED = re.compile(r",? from the (first |)table( below| above|)")
 
 
@@ -121,7 +122,7 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     axes.grid(True, alpha=0.3)
     axes.set_ylim(bottom=bottom)
     key = "\n".join(
-        f"{number:>2}  {point['label']}"[:72]
+        f"{number:>2}  {point['label']}"[:KEY_WIDTH]
         + (f" ({point['psnr']:.2f} dB, below)" if point["psnr"] < bottom else "")
         for number, point in enumerate(points, 1)
     )

@@ -85,7 +85,7 @@ def test_the_figure_is_written(tmp_path, capsys):
 def test_the_key_stays_inside_the_figure(count):
     points = [
         {
-            "label": f"vq, a row of a long table, number {n}",
+            "label": f"vq, a row of a long table, number {n}" + ", and more" * 8,
             "family": "vq",
             "reference": n == 0,
             "psnr": 30.0 + n / 10,
@@ -102,5 +102,6 @@ def test_the_key_stays_inside_the_figure(count):
     extent = key.get_window_extent(renderer)
     assert key.get_text().count("\n") == count + 1
     assert 0 <= extent.y0 and extent.y1 <= figure.bbox.height
+    assert extent.x1 <= figure.bbox.width  # long labels are cut to fit
     # Six inches while the key fits in them, taller when it does not.
     assert (figure.get_size_inches()[1] == 6.0) == (count == 4)

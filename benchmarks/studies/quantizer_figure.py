@@ -81,14 +81,21 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     sit on the bottom edge as triangles, their PSNR in the key."""
     from matplotlib.figure import Figure
 
-    # The key is one line per point: the figure grows with it past 6 inches
-    # so that it never runs off the bottom edge.
-    key_lines = len(points) + (3 if any(p["reference"] for p in points) else 1)
+    shown = [point["psnr"] for point in points if point["psnr"] >= floor]
+    bottom = min(shown) - 1.0 if shown else floor
+    key = "\n".join(
+        f"{number:>2}  {point['label']}"[:KEY_WIDTH]
+        + (f" ({point['psnr']:.2f} dB, below)" if point["psnr"] < bottom else "")
+        for number, point in enumerate(points, 1)
+    )
+    if any(point["reference"] for point in points):
+        key += "\n\nhollow: reference (vector-quantize-pytorch, PyTorch loop)"
+    # The figure grows with its key past 6 inches, so that the key never runs
+    # off the bottom edge: its lines and one line of margin below.
+    key_lines = key.count("\n") + 2
     height = max(6.0, round(key_lines * KEY_LINE_INCHES / 0.9, 1))
     figure = Figure(figsize=(11.5, height), dpi=100)
     axes = figure.add_axes((0.07, 0.6 / height, 0.48, 1 - 1.08 / height))
-    shown = [point["psnr"] for point in points if point["psnr"] >= floor]
-    bottom = min(shown) - 1.0 if shown else floor
     for number, point in enumerate(points, start=1):
         colour = COLOURS[point["family"]]
         below = point["psnr"] < bottom
@@ -121,13 +128,6 @@ def figure_of(points, floor=FLOOR_DB, title=None):
     )
     axes.grid(True, alpha=0.3)
     axes.set_ylim(bottom=bottom)
-    key = "\n".join(
-        f"{number:>2}  {point['label']}"[:KEY_WIDTH]
-        + (f" ({point['psnr']:.2f} dB, below)" if point["psnr"] < bottom else "")
-        for number, point in enumerate(points, 1)
-    )
-    if any(point["reference"] for point in points):
-        key += "\n\nhollow: reference (vector-quantize-pytorch, PyTorch loop)"
     figure.text(
         0.57,
         1 - 0.48 / height,

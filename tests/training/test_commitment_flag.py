@@ -6,10 +6,8 @@ import json
 import pytest
 
 from keras_dvq.training import run as train_run
-from keras_dvq.training.config import current_flavor_names
 from keras_dvq.training.flags import parse_train_config
 from keras_dvq.utils.errors import BadInput
-from keras_dvq.utils.run_directory import compare_run_config
 
 
 def config_of(*flags):
@@ -64,21 +62,3 @@ def test_a_negative_cost_exits_2(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--commitment_cost" in error and "-1" in error
-
-
-def test_an_lfq_run_begun_before_the_default_changed_resumes_with_its_cost(tmp_path):
-    """A record with feature normalization but no commitment cost is an LFQ
-    run begun between the two changes of issue 31: it trained with 0.25."""
-    out = tmp_path / "run"
-    out.mkdir()
-    stored = config_of("--vq_flavor", "lfq").run_record()
-    assert stored["normalize_features"] is True
-    del stored["commitment_cost"]
-    (out / "run_config.json").write_text(json.dumps(stored))
-    now = config_of("--vq_flavor", "lfq").run_record()
-    with pytest.raises(BadInput, match=r"^.*commitment_cost 0\.25 \(now 0\.0\)"):
-        compare_run_config(str(out), now, True, normalize=current_flavor_names)
-    again = config_of("--vq_flavor", "lfq", "--commitment_cost", "0.25").run_record()
-    assert (
-        compare_run_config(str(out), again, True, normalize=current_flavor_names) == {}
-    )

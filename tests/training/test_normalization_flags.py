@@ -58,18 +58,29 @@ def test_unset_the_new_defaults_apply_and_are_recorded(flavor, defaults):
 
 
 @pytest.mark.parametrize(
-    "flavor, old",
+    "flavor, old, refusal",
     [
-        ("fsq", {"normalize_latents": True, "normalize_features": False}),
-        ("lfq", {"normalize_features": False, "commitment_cost": 0.25}),
+        (
+            "fsq",
+            {"normalize_latents": True, "normalize_features": False},
+            r"normalize_features false \(now true\)",
+        ),
+        (
+            "lfq",
+            {"normalize_features": False, "commitment_cost": 0.25},
+            r"normalize_features false \(now true\)",
+        ),
+        # An LFQ run begun between issue 31's two changes: feature
+        # normalization recorded, the commitment cost (then 0.25) not.
+        ("lfq", {"commitment_cost": 0.25}, r"commitment_cost 0\.25 \(now 0\.0\)"),
     ],
 )
 def test_a_run_begun_under_the_old_defaults_resumes_only_with_them(
-    tmp_path, flavor, old
+    tmp_path, flavor, old, refusal
 ):
-    """Its record has no normalization keys: it was trained with the old
-    defaults, so resuming it under the new ones is refused, naming them, and
-    the old ones given as flags continue it."""
+    """Its record lacks the keys whose defaults changed since: it was trained
+    with the old defaults, so resuming it under the new ones is refused,
+    naming them, and the old ones given as flags continue it."""
     out = tmp_path / "run"
     out.mkdir()
     stored = config_of("--vq_flavor", flavor).run_record()
@@ -77,15 +88,12 @@ def test_a_run_begun_under_the_old_defaults_resumes_only_with_them(
         del stored[name]
     (out / "run_config.json").write_text(json.dumps(stored))
     new = config_of("--vq_flavor", flavor).run_record()
-    with pytest.raises(BadInput, match="normalize_features false \\(now true\\)"):
+    with pytest.raises(BadInput, match=refusal):
         compare_run_config(str(out), new, True, normalize=current_flavor_names)
-    flags = []
-    for name, value in old.items():
-        if isinstance(value, bool):
-            flags.append(f"--{name}" if value else f"--no-{name}")
-        else:
-            flags.extend([f"--{name}", str(value)])
-    again = config_of("--vq_flavor", flavor, *flags).run_record()
+    # The old values as flags: a --hparams file stands for them.
+    hparams = tmp_path / "old.json"
+    hparams.write_text(json.dumps({"vq_flavor": flavor, **old}))
+    again = config_of("--hparams", str(hparams)).run_record()
     assert (
         compare_run_config(str(out), again, True, normalize=current_flavor_names) == {}
     )
